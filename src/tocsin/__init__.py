@@ -1,0 +1,7 @@
+"""tocsin: security events in, Wallarm-format webhooks out, durably."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

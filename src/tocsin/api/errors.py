@@ -1,0 +1,97 @@
+"""Every error the API returns is `{"error": {"code", "message", "field"}}`; never a traceback."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from tocsin.errors import Conflict, NotFound, StoreError, TargetRefused, TocsinError
+from tocsin.events import InvalidEvent
+
+log = logging.getLogger("tocsin.api")
+
+
+class ApiError(TocsinError):
+    """An error with its HTTP status, machine code and the field it concerns."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = {"error": {"code": code, "message": message, "field": field}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _field(loc: tuple[object, ...]) -> str | None:
+    parts = [str(part) for part in loc if part not in ("body", "query", "path", "header")]
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if part.isdigit() else (f".{part}" if text else part)
+    return text or None
+
+
+async def _validation(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)  # noqa: S101 - registered for this type
+    first = exc.errors()[0]
+    field = _field(tuple(first.get("loc", ())))
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    if first.get("type") == "extra_forbidden":
+        message = "unknown field"
+    return error_response(422, "invalid", f"{field}: {message}" if field else message, field)
+
+
+async def _http(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)  # noqa: S101
+    codes = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
+    headers = dict(exc.headers or {})
+    return error_response(
+        exc.status_code, codes.get(exc.status_code, "error"), str(exc.detail), None, headers
+    )
+
+
+async def _api(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)  # noqa: S101
+    return error_response(exc.status, exc.code, exc.message, exc.field)
+
+
+async def _domain(_: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, NotFound):
+        return error_response(404, "not_found", str(exc))
+    if isinstance(exc, Conflict):
+        return error_response(409, "conflict", str(exc))
+    if isinstance(exc, TargetRefused):
+        return error_response(422, "target_refused", str(exc), "url")
+    if isinstance(exc, InvalidEvent):
+        return error_response(422, "invalid", f"{exc.field}: {exc}", exc.field)
+    if isinstance(exc, StoreError):
+        log.error("database error: %s", exc)
+        return error_response(503, "unavailable", "the database is unavailable; retry later")
+    return await _unexpected(_, exc)
+
+
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    log.error("unexpected error", exc_info=exc)
+    return error_response(500, "internal", "internal error; see the server log")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(HTTPException, _http)
+    app.add_exception_handler(ApiError, _api)
+    app.add_exception_handler(TocsinError, _domain)
+    app.add_exception_handler(Exception, _unexpected)

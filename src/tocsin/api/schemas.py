@@ -1,0 +1,239 @@
+"""Request and response bodies of the HTTP API, with the checks of SPEC 3.4."""
+
+from __future__ import annotations
+
+import re
+import ssl
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+
+from tocsin.models import BodyFormat, EventType, Integration, RiskLevel, WebhookSettings
+
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_CONTROL = re.compile(r"[\x00-\x20\x7f]")
+_OWNED_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "upgrade",
+        "te",
+        "trailer",
+        "keep-alive",
+    }
+)
+MAX_HEADERS_BYTES = 16 * 1024
+MAX_CA_BYTES = 64 * 1024
+
+Timeout = Annotated[float, Field(ge=1, le=300, strict=False)]
+
+
+class IntegrationIn(BaseModel):
+    """A webhook integration as created or replaced (SPEC 3.1)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    type: Literal["webhook"] = "webhook"
+    name: Annotated[str, Field(min_length=1, max_length=128)]
+    url: Annotated[str, Field(min_length=1, max_length=2048)]
+    method: Literal["POST", "PUT"] = "POST"
+    headers: dict[str, str] = Field(default_factory=dict)
+    ca_certificate: Annotated[str, Field(max_length=MAX_CA_BYTES)] | None = None
+    verify_tls: StrictBool = True
+    request_timeout: Timeout = 15
+    connection_timeout: Timeout = 20
+    format: BodyFormat = BodyFormat.JSON_ARRAY
+    events: list[EventType] = Field(default_factory=lambda: [EventType.VULN])
+    vuln_risk_levels: list[RiskLevel] = Field(
+        default_factory=lambda: [RiskLevel.HIGH, RiskLevel.MEDIUM, RiskLevel.LOW]
+    )
+    enabled: StrictBool = True
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not value.strip() or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):  # noqa: PLR2004
+            raise ValueError("name must be visible text without control characters")
+        return value.strip()
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if _CONTROL.search(value):
+            raise ValueError("url must not contain spaces or control characters")
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError("url must be an absolute https:// URL")
+        if parts.username or parts.password:
+            raise ValueError("url must not carry credentials; use an Authorization header")
+        try:
+            _ = parts.port
+        except ValueError as exc:
+            raise ValueError("url has an invalid port") from exc
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        size = 0
+        for name, text in value.items():
+            if not _TOKEN.match(name):
+                raise ValueError(f"header name {name!r} is not a valid HTTP token")
+            lowered = name.lower()
+            if lowered in _OWNED_HEADERS or lowered.startswith("proxy-"):
+                raise ValueError(f"header {name!r} is set by tocsin and cannot be configured")
+            if any(ch in text for ch in "\r\n\x00"):
+                raise ValueError(f"header {name!r} value must not contain CR, LF or NUL")
+            size += len(name.encode()) + len(text.encode()) + 4
+        if size > MAX_HEADERS_BYTES:
+            raise ValueError("headers exceed 16 KiB in all")
+        return value
+
+    @field_validator("ca_certificate")
+    @classmethod
+    def _ca(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        try:
+            x509.load_pem_x509_certificates(value.encode())
+            ssl.create_default_context(cadata=value)
+        except (ValueError, ssl.SSLError) as exc:
+            raise ValueError(
+                "ca_certificate is not a PEM certificate (-----BEGIN CERTIFICATE-----)"
+            ) from exc
+        return value
+
+    @field_validator("events", "vuln_risk_levels")
+    @classmethod
+    def _unique(cls, value: list[Any]) -> list[Any]:
+        return list(dict.fromkeys(value))
+
+    def to_settings(self) -> WebhookSettings:
+        return WebhookSettings(
+            name=self.name,
+            url=self.url,
+            method=self.method,
+            headers=dict(self.headers),
+            ca_certificate=self.ca_certificate,
+            verify_tls=self.verify_tls,
+            request_timeout=float(self.request_timeout),
+            connection_timeout=float(self.connection_timeout),
+            format=self.format,
+            events=tuple(self.events),
+            vuln_risk_levels=tuple(self.vuln_risk_levels),
+            enabled=self.enabled,
+        )
+
+
+def settings_dict(settings: WebhookSettings) -> dict[str, Any]:
+    """The API fields of saved settings (used to merge a PATCH)."""
+    return {
+        "type": "webhook",
+        "name": settings.name,
+        "url": settings.url,
+        "method": settings.method,
+        "headers": dict(settings.headers),
+        "ca_certificate": settings.ca_certificate,
+        "verify_tls": settings.verify_tls,
+        "request_timeout": settings.request_timeout,
+        "connection_timeout": settings.connection_timeout,
+        "format": settings.format.value,
+        "events": [event.value for event in settings.events],
+        "vuln_risk_levels": [level.value for level in settings.vuln_risk_levels],
+        "enabled": settings.enabled,
+    }
+
+
+class IntegrationOut(BaseModel):
+    """An integration as the API shows it."""
+
+    id: int
+    type: Literal["webhook"]
+    name: str
+    url: str
+    method: str
+    headers: dict[str, str]
+    ca_certificate: str | None
+    verify_tls: bool
+    request_timeout: float
+    connection_timeout: float
+    format: BodyFormat
+    events: list[EventType]
+    vuln_risk_levels: list[RiskLevel]
+    enabled: bool
+    status: str
+    status_reason: str | None
+    last_error: str | None
+    signing_secret: str
+    created_at: float
+    updated_at: float
+
+    @classmethod
+    def of(cls, integration: Integration) -> IntegrationOut:
+        return cls(
+            id=integration.id,
+            status=integration.status.value,
+            status_reason=integration.disabled_reason,
+            last_error=integration.last_error,
+            signing_secret=integration.signing_secret,
+            created_at=integration.created_at,
+            updated_at=integration.updated_at,
+            **settings_dict(integration.settings),
+        )
+
+
+class TestResult(BaseModel):
+    """What "Test integration" found."""
+
+    ok: bool
+    status_code: int | None
+    error: str | None
+    response_body: str | None
+    duration_ms: float
+
+
+class Accepted(BaseModel):
+    accepted: int
+
+
+class AttemptOut(BaseModel):
+    number: int
+    time: float
+    status_code: int | None
+    error: str | None
+    duration_ms: float
+    request_size: int
+    response_body: str | None
+
+
+class DeliveryOut(BaseModel):
+    id: int
+    webhook_id: str
+    integration_id: int
+    status: str
+    notifications: int
+    attempts_count: int
+    next_attempt_at: float | None
+    last_error: str | None
+    created_at: float
+    updated_at: float
+    attempts: list[AttemptOut]
+
+
+class DeliveryPage(BaseModel):
+    items: list[DeliveryOut]
+    next_before: int | None
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    field: str | None
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody

@@ -1,0 +1,228 @@
+"""Sends one request body to one webhook and says, in words, what happened.
+
+Never raises for a network failure: every outcome, good or bad, is an AttemptOutcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import Callable, Mapping, Sequence
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from tocsin import __version__, formats
+from tocsin.clock import Clock, SystemClock
+from tocsin.config import Network
+from tocsin.delivery import guard, signing, tls
+from tocsin.errors import TargetRefused
+from tocsin.models import AttemptOutcome, WebhookSettings
+
+RESPONSE_CAP = 4096
+USER_AGENT = f"tocsin/{__version__}"
+
+
+class Sender:
+    """One aiohttp session for every webhook; connections are pooled per target and TLS setup."""
+
+    def __init__(
+        self,
+        *,
+        allowed_networks: Sequence[Network] = (),
+        clock: Clock | None = None,
+        resolver: aiohttp.abc.AbstractResolver | None = None,
+    ) -> None:
+        self._allowed = tuple(allowed_networks)
+        self._clock = clock or SystemClock()
+        self._resolver = resolver
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            resolver = guard.GuardedResolver(self._allowed, self._resolver)
+            connector = aiohttp.TCPConnector(limit=0, resolver=resolver, ttl_dns_cache=10)
+            self._session = aiohttp.ClientSession(
+                connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def send(
+        self, settings: WebhookSettings, *, secret: str, webhook_id: str, body: bytes
+    ) -> AttemptOutcome:
+        """POST (or PUT) the body once; no retries."""
+        started_at = self._clock.now()
+        start = time.perf_counter()
+        status, error, text = await self._exchange(settings, secret, webhook_id, body, started_at)
+        return AttemptOutcome(
+            ok=error is None,
+            status_code=status,
+            error=error,
+            response_body=text,
+            duration_ms=round((time.perf_counter() - start) * 1000, 3),
+            started_at=started_at,
+            request_size=len(body),
+        )
+
+    async def _exchange(
+        self, settings: WebhookSettings, secret: str, webhook_id: str, body: bytes, now: float
+    ) -> tuple[int | None, str | None, str | None]:
+        headers = request_headers(settings, secret, webhook_id, body, int(now))
+        limits = aiohttp.ClientTimeout(
+            total=None, sock_connect=settings.connection_timeout, sock_read=settings.request_timeout
+        )
+        try:
+            guard.check_address(urlsplit(settings.url).hostname or "", self._allowed)
+            async with asyncio.timeout(settings.connection_timeout + settings.request_timeout):
+                return await self._request(settings, headers, body, limits)
+        except Exception as exc:
+            return None, describe_error(exc, settings), None
+
+    async def _request(
+        self,
+        settings: WebhookSettings,
+        headers: Mapping[str, str],
+        body: bytes,
+        limits: aiohttp.ClientTimeout,
+    ) -> tuple[int | None, str | None, str | None]:
+        context = tls.client_context(settings.verify_tls, settings.ca_certificate)
+        async with self._client().request(
+            settings.method,
+            settings.url,
+            data=body,
+            headers=headers,
+            ssl=context,
+            timeout=limits,
+            allow_redirects=False,
+        ) as response:
+            text = await read_capped(response)
+            if 200 <= response.status < 300:  # noqa: PLR2004 - 2xx is success (SPEC 4)
+                return response.status, None, text
+            return response.status, status_error(response), text
+
+
+def request_headers(
+    settings: WebhookSettings, secret: str, webhook_id: str, body: bytes, timestamp: int
+) -> dict[str, str]:
+    """Content-Type and User-Agent (the user's headers may override them), then signatures."""
+    headers = {"Content-Type": formats.content_type(settings.format), "User-Agent": USER_AGENT}
+    lowered = {name.lower(): name for name in headers}
+    for name, value in settings.headers.items():
+        headers.pop(lowered.get(name.lower(), name), None)
+        headers[name] = value
+    headers.update(signing.headers(secret, webhook_id, timestamp, body))
+    return headers
+
+
+async def read_capped(response: aiohttp.ClientResponse) -> str:
+    """At most RESPONSE_CAP bytes of the response, as text; a bigger body is not read."""
+    data = await response.content.read(RESPONSE_CAP)
+    while len(data) < RESPONSE_CAP and not response.content.at_eof():
+        chunk = await response.content.read(RESPONSE_CAP - len(data))
+        if not chunk:
+            break
+        data += chunk
+    if not response.content.at_eof():
+        response.close()  # drop the connection rather than read a body we will not keep
+    return data.decode("utf-8", errors="replace")
+
+
+def status_error(response: aiohttp.ClientResponse) -> str:
+    status = response.status
+    if 300 <= status < 400:  # noqa: PLR2004
+        location = response.headers.get("Location", "")
+        return f"receiver answered HTTP {status} (redirect to {location!r} not followed)"
+    return f"receiver answered HTTP {status} {response.reason or ''}".rstrip()
+
+
+def describe_error(exc: BaseException, settings: WebhookSettings) -> str:
+    """The failure in words a person can act on."""
+    host = urlsplit(settings.url).hostname or settings.url
+    if isinstance(exc, TargetRefused):
+        return str(exc)
+    refused = _cause(exc, guard.RefusedAddressError)
+    if refused is not None:
+        return f"{refused}; TOCSIN_ALLOWED_NETWORKS can allow it"
+    for kind, describe in _DESCRIPTIONS:
+        if isinstance(exc, kind):
+            return describe(exc, host, settings)
+    return f"request failed: {type(exc).__name__}: {exc}"
+
+
+def _cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, kind):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _cert_error(exc: BaseException, host: str, _: WebhookSettings) -> str:
+    assert isinstance(exc, aiohttp.ClientConnectorCertificateError)  # noqa: S101 - narrowed by table
+    cert = exc.certificate_error
+    reason = getattr(cert, "verify_message", None) or str(cert)
+    return (
+        f"TLS verification failed for {host}: {reason} "
+        "(set ca_certificate to the CA that signed the receiver's certificate)"
+    )
+
+
+def _ssl_error(exc: BaseException, host: str, _: WebhookSettings) -> str:
+    return f"TLS handshake with {host} failed: {exc}"
+
+
+def _dns_error(exc: BaseException, host: str, _: WebhookSettings) -> str:
+    assert isinstance(exc, aiohttp.ClientConnectorError)  # noqa: S101
+    return f"DNS lookup of {host} failed: {exc.os_error.strerror or exc.os_error}"
+
+
+def _connect_error(exc: BaseException, host: str, _: WebhookSettings) -> str:
+    assert isinstance(exc, aiohttp.ClientConnectorError)  # noqa: S101
+    if isinstance(exc.os_error, ConnectionRefusedError):
+        return f"connection refused by {host}:{exc.port}"
+    return f"could not connect to {host}:{exc.port}: {exc.os_error.strerror or exc.os_error}"
+
+
+def _connect_timeout(_: BaseException, host: str, settings: WebhookSettings) -> str:
+    return f"connect timeout: no connection to {host} within {settings.connection_timeout:g} s"
+
+
+def _read_timeout(_: BaseException, host: str, settings: WebhookSettings) -> str:
+    return f"read timeout: {host} sent no complete response within {settings.request_timeout:g} s"
+
+
+def _disconnected(_: BaseException, host: str, __: WebhookSettings) -> str:
+    return f"{host} closed the connection without a complete response"
+
+
+def _reset(exc: BaseException, host: str, _: WebhookSettings) -> str:
+    return f"connection to {host} failed: {exc}"
+
+
+def _bad_response(exc: BaseException, host: str, _: WebhookSettings) -> str:
+    return f"{host} sent a malformed HTTP response: {exc}"
+
+
+_Describe = Callable[[BaseException, str, WebhookSettings], str]
+_DESCRIPTIONS: tuple[tuple[type[BaseException], _Describe], ...] = (
+    (aiohttp.ClientConnectorCertificateError, _cert_error),
+    (aiohttp.ClientConnectorSSLError, _ssl_error),
+    (aiohttp.ClientConnectorDNSError, _dns_error),
+    (aiohttp.ConnectionTimeoutError, _connect_timeout),
+    (aiohttp.ClientConnectorError, _connect_error),
+    (aiohttp.SocketTimeoutError, _read_timeout),
+    (TimeoutError, _read_timeout),
+    (aiohttp.ServerDisconnectedError, _disconnected),
+    (aiohttp.ClientResponseError, _bad_response),
+    (aiohttp.ClientPayloadError, _bad_response),
+    (ssl.SSLError, _ssl_error),
+    (aiohttp.ClientError, _reset),
+    (OSError, _reset),
+)

@@ -1,0 +1,178 @@
+"""The dispatcher: claims due work, sends it, records what happened.
+
+Three small loops share one process:
+- `_claim_loop` leases work whenever woken (new events, a freed slot, a retry
+  coming due) and starts one task per delivery;
+- each `_deliver` task sends one request and queues its record;
+- `_record_loop` writes queued records in batches, one transaction per batch.
+A slow integration only ever holds its own `max_in_flight` slots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+
+from tocsin import retry
+from tocsin.clock import Clock
+from tocsin.config import Settings
+from tocsin.delivery.sender import Sender
+from tocsin.errors import StoreError
+from tocsin.models import AttemptRecord, Claim
+from tocsin.store import AutoDisabled, ClaimLimits, Store
+
+log = logging.getLogger("tocsin.delivery")
+
+OnAutoDisabled = Callable[[Sequence[AutoDisabled]], Awaitable[None]]
+_RECORD_BATCH = 1000
+
+
+class Dispatcher:
+    """Delivers everything in the outbox, with retries, for one process."""
+
+    def __init__(
+        self,
+        store: Store,
+        sender: Sender,
+        settings: Settings,
+        clock: Clock,
+        on_auto_disabled: OnAutoDisabled | None = None,
+    ) -> None:
+        self._store = store
+        self._sender = sender
+        self._settings = settings
+        self._clock = clock
+        self._on_auto_disabled = on_auto_disabled
+        self._owner = f"{os.uname().nodename}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._wake = asyncio.Event()
+        self._records: asyncio.Queue[AttemptRecord] = asyncio.Queue()
+        self._in_flight: Counter[int] = Counter()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+
+    @property
+    def running(self) -> bool:
+        return bool(self._loops) and not any(task.done() for task in self._loops)
+
+    def wake(self) -> None:
+        """New work may be waiting: claim now rather than at the next poll."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._loops = [
+            asyncio.create_task(self._claim_loop(), name="tocsin-claim"),
+            asyncio.create_task(self._record_loop(), name="tocsin-record"),
+        ]
+
+    async def stop(self) -> None:
+        """Stop claiming, let requests in flight finish briefly, write their records."""
+        self._loops[0].cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
+        for task in self._tasks:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._loops[0]
+        await self._records.join()
+        self._loops[1].cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._loops[1]
+        self._loops = []
+
+    # claiming -------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                claims = await self._store.claim(self._limits(), self._clock.now())
+            except StoreError:
+                log.exception("claiming deliveries failed; retrying shortly")
+                claims = []
+            for claim in claims:
+                self._start(claim)
+            if not claims:
+                await self._idle()
+
+    def _limits(self) -> ClaimLimits:
+        return ClaimLimits(
+            owner=self._owner,
+            max_in_flight=self._settings.max_in_flight,
+            in_flight=dict(self._in_flight),
+            max_batch=self._settings.max_batch,
+            lease_margin=self._settings.lease_margin,
+        )
+
+    async def _idle(self) -> None:
+        """Wait for a wake-up, the next retry coming due, or the poll interval."""
+        timeout = self._settings.poll_interval
+        with contextlib.suppress(StoreError):
+            due = await self._store.next_due()
+            if due is not None:
+                timeout = min(timeout, max(0.0, due - self._clock.now()))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def _start(self, claim: Claim) -> None:
+        self._in_flight[claim.integration.id] += 1
+        task = asyncio.create_task(self._deliver(claim))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # sending ----------------------------------------------------------------
+
+    async def _deliver(self, claim: Claim) -> None:
+        delivery, integration = claim.delivery, claim.integration
+        try:
+            outcome = await self._sender.send(
+                integration.settings,
+                secret=integration.signing_secret,
+                webhook_id=delivery.webhook_id,
+                body=delivery.body,
+            )
+            status, next_at = retry.decide(delivery.failures, outcome.ok, self._clock.now())
+            record = AttemptRecord(
+                delivery_id=delivery.id,
+                integration_id=integration.id,
+                outcome=outcome,
+                status=status,
+                next_attempt_at=next_at,
+            )
+            self._records.put_nowait(record)
+        finally:
+            self._in_flight[integration.id] -= 1
+            if self._in_flight[integration.id] <= 0:
+                del self._in_flight[integration.id]
+            self.wake()
+
+    # recording --------------------------------------------------------------
+
+    async def _record_loop(self) -> None:
+        while True:
+            batch = [await self._records.get()]
+            while len(batch) < _RECORD_BATCH and not self._records.empty():
+                batch.append(self._records.get_nowait())
+            try:
+                await self._write(batch)
+            finally:
+                for _ in batch:
+                    self._records.task_done()
+
+    async def _write(self, batch: list[AttemptRecord]) -> None:
+        try:
+            disabled = await self._store.record_attempts(batch, self._clock.now())
+        except StoreError:
+            # The leases expire and the deliveries are sent again: at-least-once holds.
+            log.exception("recording %d attempts failed", len(batch))
+            return
+        for record in batch:
+            if record.outcome.error:
+                log.warning("delivery %s: %s", record.delivery_id, record.outcome.error)
+        if disabled and self._on_auto_disabled is not None:
+            await self._on_auto_disabled(disabled)
+        self.wake()

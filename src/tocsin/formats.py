@@ -1,0 +1,277 @@
+"""Events -> notification objects and request bodies, in Wallarm's webhook format.
+
+Pure: no I/O, no clock. SPEC section 2; the golden vectors in shared/vectors test it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from tocsin.models import BodyFormat, RiskLevel
+
+JSON = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NotifySettings:
+    """What a notification says about where it comes from."""
+
+    client_name: str
+    cloud: str
+    console_url: str
+    partner_name: str
+    summary_prefix: str = "[Wallarm]"
+
+
+# The keys every hit carries (SPEC 2.1), with the JSON type of the seed's example.
+HIT_FIELD_TYPES: Mapping[str, type | tuple[type, ...]] = {
+    "domain": str,
+    "heur_distance": (int, float),
+    "method": str,
+    "parameter": str,
+    "path": str,
+    "payloads": list,
+    "point": list,
+    "probability": (int, float),
+    "remote_country": str,
+    "remote_port": int,
+    "remote_addr4": str,
+    "remote_addr6": str,
+    "tor": str,
+    "request_time": int,
+    "create_time": int,
+    "response_len": int,
+    "response_status": int,
+    "response_time": (int, float),
+    "stamps": list,
+    "regex": list,
+    "stamps_hash": int,
+    "regex_hash": int,
+    "type": str,
+    "block_status": str,
+    "id": list,
+    "object_type": str,
+    "anomaly": (int, float),
+}
+
+VULN_FIELDS = (
+    "domain",
+    "id",
+    "method",
+    "parameter",
+    "path",
+    "title",
+    "discovered_by",
+    "threat",
+    "type",
+)
+
+_THREATS = {"high": "High", "medium": "Medium", "low": "Low"}
+# Identical hits (SPEC 2.1): same attack type, parameter, target, method, status and source.
+_SAMPLE_FIELDS = ("type", "parameter", "domain", "path", "method", "response_status")
+
+
+def hit_type_error(hit: Mapping[str, Any]) -> str | None:
+    """Name the first known hit field whose value has the wrong JSON type, if any."""
+    for key, expected in HIT_FIELD_TYPES.items():
+        value = hit.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, expected):
+            return key
+    return None
+
+
+def normalize_hit(raw: Mapping[str, Any], *, now: int, generated_id: list[str]) -> JSON:
+    """The hit object as notified: every reported field, plus the required keys."""
+    hit: JSON = dict(raw)
+    if hit.get("domain") is None and hit.get("host") is not None:
+        hit["domain"] = hit["host"]
+    for key, expected in HIT_FIELD_TYPES.items():
+        if key not in hit:
+            hit[key] = [] if expected is list else None
+    if hit["create_time"] is None:
+        hit["create_time"] = now
+    if not hit["id"]:
+        hit["id"] = generated_id
+    hit["object_type"] = "hit"
+    return hit
+
+
+def sample_key(hit: Mapping[str, Any]) -> str:
+    """A digest shared by identical hits, for the first-5-per-hour sampling."""
+    source = hit.get("remote_addr4") or hit.get("remote_addr6") or ""
+    parts = [hit.get(name) for name in _SAMPLE_FIELDS]
+    parts.append(source)
+    return hashlib.sha256(orjson.dumps(parts)).hexdigest()
+
+
+def hit_notification(hit: Mapping[str, Any], settings: NotifySettings) -> JSON:
+    """SPEC 2.1: one hit."""
+    return {
+        "summary": f"{settings.summary_prefix} New hit detected",
+        "details": {
+            "client_name": settings.client_name,
+            "cloud": settings.cloud,
+            "notification_type": "new_hits",
+            "hit": dict(hit),
+        },
+    }
+
+
+def normalize_threat(value: Any) -> str | None:
+    """`High`, `Medium` or `Low` whatever the case; anything else is unknown."""
+    if isinstance(value, str):
+        return _THREATS.get(value.strip().lower())
+    return None
+
+
+def risk_of(vuln: Mapping[str, Any]) -> RiskLevel | None:
+    """The risk level an integration filters on, or None when the threat is unknown."""
+    threat = normalize_threat(vuln.get("threat"))
+    return RiskLevel(threat.lower()) if threat else None
+
+
+def normalize_vuln(raw: Mapping[str, Any]) -> JSON:
+    """Exactly the vulnerability fields of SPEC 2.2; unknown values are null."""
+    vuln: JSON = {key: raw.get(key) for key in VULN_FIELDS}
+    vuln["threat"] = normalize_threat(raw.get("threat"))
+    return vuln
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def vuln_description(vuln: Mapping[str, Any], link: str, settings: NotifySettings) -> str:
+    """The multi-line text of SPEC 2.2; empty values leave the label alone."""
+    lines = [
+        "Notification type: vuln",
+        "",
+        "New vulnerability was detected in your system.",
+        "",
+        f"ID: {_text(vuln.get('id'))}",
+        f"Title: {_text(vuln.get('title'))}",
+        f"Domain: {_text(vuln.get('domain'))}",
+        f"Path: {_text(vuln.get('path'))}",
+        f"Method: {_text(vuln.get('method'))}",
+        f"Discovered by: {_text(vuln.get('discovered_by'))}",
+        f"Parameter: {_text(vuln.get('parameter'))}",
+        f"Type: {_text(vuln.get('type'))}",
+        f"Threat: {_text(vuln.get('threat'))}",
+        "",
+        f"More details: {link}",
+        "",
+        "",
+        f"Client: {settings.client_name}",
+        f"Cloud: {settings.cloud}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def vuln_notification(
+    vuln: Mapping[str, Any],
+    settings: NotifySettings,
+    *,
+    summary: str | None = None,
+    link_id: Any = None,
+) -> JSON:
+    """SPEC 2.2: one vulnerability (already normalised)."""
+    object_id = vuln.get("id") if link_id is None else link_id
+    link = f"{settings.console_url.rstrip('/')}/object/{_text(object_id)}"
+    return {
+        "summary": summary or f"{settings.summary_prefix} New vulnerability detected",
+        "description": vuln_description(vuln, link, settings),
+        "details": {
+            "client_name": settings.client_name,
+            "cloud": settings.cloud,
+            "notification_type": "vuln",
+            "vuln_link": link,
+            "vuln": dict(vuln),
+        },
+    }
+
+
+def test_message(settings: NotifySettings) -> JSON:
+    """SPEC 2.3: what "Test integration" sends."""
+    vuln = normalize_vuln({"title": "Test", "domain": "example.com", "type": "Info"})
+    vuln["threat"] = "Medium"
+    summary = (
+        f"[Test message] [{settings.partner_name}({settings.cloud})] New vulnerability detected"
+    )
+    return vuln_notification(vuln, settings, summary=summary, link_id=555)
+
+
+def encode(notification: Mapping[str, Any]) -> bytes:
+    """Compact JSON of one notification."""
+    return orjson.dumps(notification)
+
+
+def render_body(notifications: Sequence[bytes], body_format: BodyFormat) -> bytes:
+    """Join encoded notifications into one request body."""
+    if body_format is BodyFormat.NDJSON:
+        return b"".join(item + b"\n" for item in notifications)
+    return b"[" + b",".join(notifications) + b"]"
+
+
+def content_type(body_format: BodyFormat) -> str:
+    """The Content-Type of a body in this format."""
+    if body_format is BodyFormat.NDJSON:
+        return "application/x-ndjson"
+    return "application/json"
+
+
+SYSTEM_HEADLINES: Mapping[str, str] = {
+    "integration_created": "Integration was created",
+    "integration_changed": "Integration was changed",
+    "integration_enabled": "Integration was enabled",
+    "integration_disabled": "Integration was disabled",
+    "integration_auto_disabled": "Integration was disabled automatically",
+    "integration_deleted": "Integration was deleted",
+}
+
+
+def system_notification(
+    notification_type: str,
+    sentence: str,
+    settings: NotifySettings,
+    *,
+    subject: Mapping[str, Any],
+    actor: str,
+    time_text: str,
+    extra: Mapping[str, Any] | None = None,
+) -> JSON:
+    """SPEC 2.5: what changed, who did it and when, shaped like 2.2."""
+    description = "\n".join(
+        [
+            f"Notification type: {notification_type}",
+            "",
+            sentence,
+            "",
+            "",
+            f"Client: {settings.client_name}",
+            f"Cloud: {settings.cloud}",
+            "",
+        ]
+    )
+    details: JSON = {
+        "client_name": settings.client_name,
+        "cloud": settings.cloud,
+        "notification_type": notification_type,
+        "object": dict(subject),
+        "actor": actor,
+        "time": time_text,
+    }
+    details.update(extra or {})
+    headline = SYSTEM_HEADLINES.get(notification_type, notification_type.replace("_", " "))
+    return {
+        "summary": f"{settings.summary_prefix} {headline}",
+        "description": description,
+        "details": details,
+    }

@@ -1,0 +1,219 @@
+"""Immutable records shared by the API, the store and the delivery engine.
+
+Enum values equal the strings stored in the database and shown in the API.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class EventType(StrEnum):
+    """Event types an integration subscribes to (SPEC 3.1 `events`)."""
+
+    HIT = "hit"
+    VULN = "vuln"
+    SYSTEM = "system"
+    SCOPE = "scope"
+
+
+class RiskLevel(StrEnum):
+    """Vulnerability risk levels an integration may filter on."""
+
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+
+class BodyFormat(StrEnum):
+    """How several notifications are put in one request body."""
+
+    JSON_ARRAY = "json_array"
+    NDJSON = "ndjson"
+
+
+class IntegrationStatus(StrEnum):
+    """What a user sees of an integration's health."""
+
+    ACTIVE = "active"
+    DISABLED = "disabled"
+    AUTO_DISABLED = "auto_disabled"
+    FAILING = "failing"
+
+
+class DeliveryStatus(StrEnum):
+    """Where a delivery stands."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    RETRYING = "retrying"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Role(StrEnum):
+    """User roles (SPEC 6.3)."""
+
+    ADMINISTRATOR = "administrator"
+    ANALYST = "analyst"
+    READ_ONLY = "read_only"
+    DEPLOY = "deploy"
+    API_DEVELOPER = "api_developer"
+
+
+ALL_RISK_LEVELS = (RiskLevel.HIGH, RiskLevel.MEDIUM, RiskLevel.LOW)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Client:
+    """A tenant; its name, cloud and console URL appear in every notification."""
+
+    id: int
+    name: str
+    cloud: str
+    console_url: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Principal:
+    """Who is calling the API: a user of one client."""
+
+    client: Client
+    user_id: int
+    email: str
+    role: Role
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebhookSettings:
+    """Everything a user configures on a webhook integration (SPEC 3.1)."""
+
+    name: str
+    url: str
+    method: str = "POST"
+    headers: dict[str, str] = field(default_factory=dict)
+    ca_certificate: str | None = None
+    verify_tls: bool = True
+    request_timeout: float = 15.0
+    connection_timeout: float = 20.0
+    format: BodyFormat = BodyFormat.JSON_ARRAY
+    events: tuple[EventType, ...] = (EventType.VULN,)
+    vuln_risk_levels: tuple[RiskLevel, ...] = ALL_RISK_LEVELS
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Integration:
+    """A saved webhook destination of one client."""
+
+    id: int
+    client_id: int
+    settings: WebhookSettings
+    signing_secret: str
+    disabled_reason: str | None = None
+    auto_disabled: bool = False
+    last_error: str | None = None
+    created_at: float
+    updated_at: float
+
+    @property
+    def status(self) -> IntegrationStatus:
+        if not self.settings.enabled:
+            if self.auto_disabled:
+                return IntegrationStatus.AUTO_DISABLED
+            return IntegrationStatus.DISABLED
+        if self.last_error is not None:
+            return IntegrationStatus.FAILING
+        return IntegrationStatus.ACTIVE
+
+    def wants(self, event_type: EventType, risk: RiskLevel | None = None) -> bool:
+        """Whether an event of this type (and vulnerability risk) goes to this integration."""
+        if not self.settings.enabled or event_type not in self.settings.events:
+            return False
+        if event_type is EventType.VULN and risk is not None:
+            return risk in self.settings.vuln_risk_levels
+        return True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewEvent:
+    """An event ready to store: its notification is already rendered.
+
+    `sample_key` is set for hits: identical hits share it (SPEC 2.1 sampling).
+    `notify` is False for events that are stored but never notify (experimental hits).
+    `skip_integration` is an integration the event is about and must not be told of.
+    """
+
+    type: EventType
+    payload: bytes
+    notification: bytes
+    risk: RiskLevel | None = None
+    sample_key: str | None = None
+    notify: bool = True
+    skip_integration: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Attempt:
+    """One HTTP request of a delivery, as recorded."""
+
+    number: int
+    started_at: float
+    duration_ms: float
+    status_code: int | None
+    error: str | None
+    response_body: str | None
+    request_size: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Delivery:
+    """One request body for one integration, with its attempts."""
+
+    id: int
+    webhook_id: str
+    integration_id: int
+    status: DeliveryStatus
+    notification_count: int
+    body: bytes
+    attempt_count: int
+    failures: int = 0
+    next_attempt_at: float | None
+    created_at: float
+    updated_at: float
+    last_error: str | None = None
+    attempts: tuple[Attempt, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Claim:
+    """A delivery leased to one worker, with the integration it goes to."""
+
+    delivery: Delivery
+    integration: Integration
+    lease_until: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptOutcome:
+    """What happened when a request was sent (no decision attached)."""
+
+    ok: bool
+    status_code: int | None
+    error: str | None
+    response_body: str | None
+    duration_ms: float
+    started_at: float
+    request_size: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptRecord:
+    """An outcome plus the decision taken on it, ready to store."""
+
+    delivery_id: int
+    integration_id: int
+    outcome: AttemptOutcome
+    status: DeliveryStatus
+    next_attempt_at: float | None

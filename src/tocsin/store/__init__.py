@@ -1,0 +1,21 @@
+"""Storage: the Store interface and its implementations."""
+
+from __future__ import annotations
+
+from tocsin.config import sqlite_path
+from tocsin.errors import ConfigError
+from tocsin.store.base import AutoDisabled, Bootstrap, ClaimLimits, Store
+
+__all__ = ["AutoDisabled", "Bootstrap", "ClaimLimits", "Store", "open_store"]
+
+
+def open_store(database_url: str, *, synchronous: str = "FULL", max_batch: int = 500) -> Store:
+    """The store for a database URL."""
+    path = sqlite_path(database_url)
+    if path is not None:
+        from tocsin.store.sqlite import SqliteStore  # noqa: PLC0415 - imported on demand
+
+        return SqliteStore(path, synchronous=synchronous, max_batch=max_batch)
+    if database_url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("PostgreSQL support is not in this release yet; use sqlite:///path.db")
+    raise ConfigError(f"unsupported database URL {database_url!r}: use sqlite:///./tocsin.db")

@@ -1,0 +1,149 @@
+"""The Store interface: everything tocsin keeps, behind one small async API.
+
+Implementations: `memory.MemoryStore` (unit tests), `sqlite.SqliteStore` (embedded
+default). Callers depend on this Protocol only, so PostgreSQL can follow without
+touching them. Every method is one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from tocsin.models import (
+    AttemptRecord,
+    Claim,
+    Client,
+    Delivery,
+    Integration,
+    NewEvent,
+    Principal,
+    WebhookSettings,
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Bootstrap:
+    """The first client and administrator of an empty database."""
+
+    client_name: str
+    cloud: str
+    console_url: str
+    admin_email: str
+    admin_name: str
+    token_hash: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimLimits:
+    """How much work one claim may take.
+
+    `in_flight` is this worker's count of requests per integration; an
+    integration gets at most `max_in_flight` minus that many new deliveries.
+    """
+
+    owner: str
+    max_in_flight: int
+    in_flight: Mapping[int, int]
+    max_batch: int
+    lease_margin: float
+    limit: int = 1000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AutoDisabled:
+    """An integration the store disabled because its failure rate crossed the rule."""
+
+    integration: Integration
+    requests: int
+    failures: int
+    window_seconds: float
+
+
+class Store(Protocol):
+    """What the API and the delivery engine need from a database."""
+
+    async def migrate(self) -> list[int]:
+        """Apply pending migrations; return the versions applied."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise StoreError unless the database answers."""
+        ...
+
+    # clients, users and tokens
+    async def bootstrap(self, boot: Bootstrap, now: float) -> bool:
+        """Create the first client and administrator if there is no client; True if created."""
+        ...
+
+    async def principal(self, token_hash: str, now: float) -> Principal | None: ...
+
+    async def get_client(self, client_id: int) -> Client | None: ...
+
+    # integrations
+    async def create_integration(
+        self, client_id: int, settings: WebhookSettings, signing_secret: str, now: float
+    ) -> Integration: ...
+
+    async def get_integration(self, client_id: int, integration_id: int) -> Integration | None: ...
+
+    async def list_integrations(self, client_id: int) -> list[Integration]: ...
+
+    async def update_integration(
+        self, client_id: int, integration_id: int, settings: WebhookSettings, now: float
+    ) -> Integration | None:
+        """Replace the settings; turning `enabled` off cancels queued work as disable does."""
+        ...
+
+    async def set_enabled(
+        self,
+        client_id: int,
+        integration_id: int,
+        *,
+        enabled: bool,
+        now: float,
+        reason: str | None = None,
+    ) -> Integration | None:
+        """Enable, or disable and cancel queued deliveries."""
+        ...
+
+    async def delete_integration(self, client_id: int, integration_id: int, now: float) -> bool:
+        """Remove from view and cancel queued deliveries (kept in the log)."""
+        ...
+
+    async def queued_notifications(self, integration_id: int) -> int:
+        """Notifications accepted for the integration and not yet in a delivery."""
+        ...
+
+    # events and the outbox
+    async def ingest(self, client_id: int, events: Sequence[NewEvent], now: float) -> int:
+        """Store events and, in the same transaction, queue their notifications."""
+        ...
+
+    # deliveries
+    async def claim(self, limits: ClaimLimits, now: float) -> list[Claim]:
+        """Lease due deliveries and batch queued notifications into new leased deliveries."""
+        ...
+
+    async def record_attempts(
+        self, records: Sequence[AttemptRecord], now: float
+    ) -> list[AutoDisabled]:
+        """Store attempts and their decisions, release leases, apply the auto-disable rule."""
+        ...
+
+    async def next_due(self) -> float | None:
+        """When the earliest waiting delivery becomes due (or its lease expires)."""
+        ...
+
+    async def list_deliveries(
+        self, client_id: int, integration_id: int, *, limit: int, before: int | None
+    ) -> list[Delivery]: ...
+
+    async def get_delivery(self, client_id: int, delivery_id: int) -> Delivery | None: ...
+
+    async def resend(self, client_id: int, delivery_id: int, now: float) -> Delivery:
+        """Queue a failed or cancelled delivery again (NotFound / Conflict otherwise)."""
+        ...

@@ -1,0 +1,116 @@
+"""Translating records to and from database rows (shared by the SQL stores)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import orjson
+
+from tocsin import formats
+from tocsin.models import (
+    Attempt,
+    BodyFormat,
+    Delivery,
+    DeliveryStatus,
+    EventType,
+    Integration,
+    RiskLevel,
+    WebhookSettings,
+)
+
+
+
+class Row(Protocol):
+    """A database row read by column name (sqlite3.Row, asyncpg.Record, dict)."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+
+def settings_json(settings: WebhookSettings) -> str:
+    """The settings column: everything but `enabled`, which has a column of its own."""
+    return orjson.dumps(
+        {
+            "name": settings.name,
+            "url": settings.url,
+            "method": settings.method,
+            "headers": settings.headers,
+            "ca_certificate": settings.ca_certificate,
+            "verify_tls": settings.verify_tls,
+            "request_timeout": settings.request_timeout,
+            "connection_timeout": settings.connection_timeout,
+            "format": settings.format.value,
+            "events": [event.value for event in settings.events],
+            "vuln_risk_levels": [level.value for level in settings.vuln_risk_levels],
+        }
+    ).decode()
+
+
+def integration_from_row(row: Row) -> Integration:
+    data = orjson.loads(row["settings"])
+    settings = WebhookSettings(
+        name=data["name"],
+        url=data["url"],
+        method=data["method"],
+        headers=dict(data["headers"]),
+        ca_certificate=data["ca_certificate"],
+        verify_tls=data["verify_tls"],
+        request_timeout=data["request_timeout"],
+        connection_timeout=data["connection_timeout"],
+        format=BodyFormat(data["format"]),
+        events=tuple(EventType(event) for event in data["events"]),
+        vuln_risk_levels=tuple(RiskLevel(level) for level in data["vuln_risk_levels"]),
+        enabled=bool(row["enabled"]),
+    )
+    return Integration(
+        id=row["id"],
+        client_id=row["client_id"],
+        settings=settings,
+        signing_secret=row["signing_secret"],
+        disabled_reason=row["disabled_reason"],
+        auto_disabled=bool(row["auto_disabled"]),
+        last_error=row["last_error"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def delivery_from_row(row: Row, attempts: Sequence[Attempt] = ()) -> Delivery:
+    return Delivery(
+        id=row["id"],
+        webhook_id=row["webhook_id"],
+        integration_id=row["integration_id"],
+        status=DeliveryStatus(row["status"]),
+        notification_count=row["notification_count"],
+        body=bytes(row["body"]),
+        attempt_count=row["attempt_count"],
+        failures=row["failures"],
+        next_attempt_at=row["next_attempt_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        last_error=row["last_error"],
+        attempts=tuple(attempts),
+    )
+
+
+def attempt_from_row(row: Row) -> Attempt:
+    return Attempt(
+        number=row["number"],
+        started_at=row["started_at"],
+        duration_ms=row["duration_ms"],
+        status_code=row["status_code"],
+        error=row["error"],
+        response_body=row["response_body"],
+        request_size=row["request_size"],
+    )
+
+
+def lease_seconds(integration: Integration, margin: float) -> float:
+    """How long a claimed delivery is ours: the longest its request may take, plus a margin."""
+    settings = integration.settings
+    return settings.connection_timeout + settings.request_timeout + margin
+
+
+def batch_body(notifications: Sequence[bytes], integration: Integration) -> bytes:
+    return formats.render_body(notifications, integration.settings.format)

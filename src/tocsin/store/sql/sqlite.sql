@@ -1,0 +1,173 @@
+-- Every statement the SQLite store runs, each under a `-- name:` header.
+
+-- name: schema_versions
+SELECT version FROM schema_migrations ORDER BY version;
+
+-- name: create_schema_migrations
+CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL);
+
+-- name: insert_schema_version
+INSERT INTO schema_migrations (version, applied_at) VALUES (:version, :now);
+
+-- name: count_clients
+SELECT count(*) FROM clients;
+
+-- name: insert_client
+INSERT INTO clients (name, cloud, console_url, created_at) VALUES (:name, :cloud, :console_url, :now);
+
+-- name: insert_user
+INSERT INTO users (client_id, email, name, role, created_at) VALUES (:client_id, :email, :name, :role, :now);
+
+-- name: insert_token
+INSERT INTO tokens (user_id, token_hash, created_at) VALUES (:user_id, :token_hash, :now);
+
+-- name: principal_by_token
+SELECT c.id, c.name, c.cloud, c.console_url, u.id, u.email, u.role
+FROM tokens t JOIN users u ON u.id = t.user_id JOIN clients c ON c.id = u.client_id
+WHERE t.token_hash = :token_hash AND t.revoked_at IS NULL
+  AND (t.expires_at IS NULL OR t.expires_at > :now);
+
+-- name: client_by_id
+SELECT id, name, cloud, console_url FROM clients WHERE id = :id;
+
+-- name: insert_integration
+INSERT INTO integrations (client_id, settings, enabled, signing_secret, created_at, updated_at)
+VALUES (:client_id, :settings, :enabled, :signing_secret, :now, :now);
+
+-- name: integration_by_id
+SELECT * FROM integrations WHERE id = :id AND client_id = :client_id AND deleted_at IS NULL;
+
+-- name: integrations_of_client
+SELECT * FROM integrations WHERE client_id = :client_id AND deleted_at IS NULL ORDER BY id;
+
+-- name: enabled_integrations_of_client
+SELECT * FROM integrations WHERE client_id = :client_id AND deleted_at IS NULL AND enabled = 1;
+
+-- name: update_integration_settings
+UPDATE integrations SET settings = :settings, enabled = :enabled, updated_at = :now,
+    auto_disabled = CASE WHEN :enabled THEN 0 ELSE auto_disabled END,
+    disabled_reason = CASE WHEN :enabled THEN NULL ELSE disabled_reason END
+WHERE id = :id AND client_id = :client_id AND deleted_at IS NULL;
+
+-- name: enable_integration
+UPDATE integrations SET enabled = 1, auto_disabled = 0, disabled_reason = NULL,
+    last_error = NULL, updated_at = :now
+WHERE id = :id AND client_id = :client_id AND deleted_at IS NULL;
+
+-- name: disable_integration
+UPDATE integrations SET enabled = 0, auto_disabled = :auto, disabled_reason = :reason, updated_at = :now
+WHERE id = :id AND client_id = :client_id AND deleted_at IS NULL;
+
+-- name: delete_integration
+UPDATE integrations SET enabled = 0, deleted_at = :now, updated_at = :now
+WHERE id = :id AND client_id = :client_id AND deleted_at IS NULL;
+
+-- name: set_integration_error
+UPDATE integrations SET last_error = :error WHERE id = :id;
+
+-- name: cancel_waiting_deliveries
+UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL, updated_at = :now
+WHERE integration_id = :integration_id AND status IN ('pending', 'retrying');
+
+-- name: count_outbox
+SELECT count(*) FROM outbox WHERE integration_id = :integration_id;
+
+-- name: insert_event
+INSERT INTO events (client_id, type, payload, notification, created_at)
+VALUES (:client_id, :type, :payload, :notification, :now);
+
+-- name: insert_outbox
+INSERT INTO outbox (integration_id, event_id) VALUES (:integration_id, :event_id);
+
+-- name: sample_window
+SELECT started_at, count FROM hit_samples WHERE client_id = :client_id AND key = :key;
+
+-- name: upsert_sample_window
+INSERT INTO hit_samples (client_id, key, started_at, count) VALUES (:client_id, :key, :started_at, :count)
+ON CONFLICT (client_id, key) DO UPDATE SET started_at = excluded.started_at, count = excluded.count;
+
+-- name: due_deliveries
+SELECT * FROM deliveries
+WHERE status IN ('pending', 'retrying') AND next_attempt_at <= :now
+  AND (lease_until IS NULL OR lease_until <= :now)
+ORDER BY next_attempt_at LIMIT :limit;
+
+-- name: lease_delivery
+UPDATE deliveries SET lease_owner = :owner, lease_until = :lease_until WHERE id = :id;
+
+-- name: outbox_integrations
+-- Hops from one integration id to the next in the index instead of scanning every row.
+WITH RECURSIVE ids (i) AS (
+    SELECT min(integration_id) FROM outbox
+    UNION ALL
+    SELECT (SELECT min(integration_id) FROM outbox WHERE integration_id > ids.i) FROM ids
+    WHERE ids.i IS NOT NULL
+)
+SELECT i FROM ids WHERE i IS NOT NULL;
+
+-- name: outbox_batch
+SELECT o.id, e.notification FROM outbox o JOIN events e ON e.id = o.event_id
+WHERE o.integration_id = :integration_id ORDER BY o.id LIMIT :limit;
+
+-- name: delete_outbox_upto
+DELETE FROM outbox WHERE integration_id = :integration_id AND id <= :last_id;
+
+-- name: insert_delivery
+INSERT INTO deliveries (webhook_id, integration_id, client_id, status, notification_count, body,
+    next_attempt_at, lease_owner, lease_until, created_at, updated_at)
+VALUES (:webhook_id, :integration_id, :client_id, :status, :notification_count, :body,
+    :next_attempt_at, :lease_owner, :lease_until, :now, :now);
+
+-- name: delivery_by_id
+SELECT * FROM deliveries WHERE id = :id;
+
+-- name: insert_attempt
+INSERT INTO attempts (delivery_id, integration_id, number, started_at, duration_ms, ok, status_code,
+    error, response_body, request_size)
+SELECT :delivery_id, :integration_id, attempt_count + 1, :started_at, :duration_ms, :ok, :status_code,
+    :error, :response_body, :request_size
+FROM deliveries WHERE id = :delivery_id;
+
+-- name: finish_attempt
+-- A delivery cancelled while its request was in flight stays cancelled unless that request succeeded.
+UPDATE deliveries SET
+    status = CASE WHEN status = 'cancelled' AND :status != 'delivered' THEN 'cancelled' ELSE :status END,
+    next_attempt_at = CASE WHEN status = 'cancelled' AND :status != 'delivered' THEN NULL
+                           ELSE :next_attempt_at END,
+    attempt_count = attempt_count + 1,
+    failures = failures + :failed,
+    last_error = :error,
+    lease_owner = NULL, lease_until = NULL, updated_at = :now
+WHERE id = :delivery_id;
+
+-- name: attempt_stats
+SELECT count(*), coalesce(sum(1 - ok), 0) FROM attempts
+WHERE integration_id = :integration_id AND started_at >= :since;
+
+-- name: auto_disable_integration
+UPDATE integrations SET enabled = 0, auto_disabled = 1, disabled_reason = :reason, updated_at = :now
+WHERE id = :id AND enabled = 1 AND deleted_at IS NULL;
+
+-- name: integration_by_id_any_client
+SELECT * FROM integrations WHERE id = :id;
+
+-- name: next_due
+SELECT min(coalesce(lease_until, next_attempt_at)) FROM deliveries
+WHERE status IN ('pending', 'retrying');
+
+-- name: deliveries_page
+SELECT * FROM deliveries
+WHERE client_id = :client_id AND integration_id = :integration_id AND id < :before
+ORDER BY id DESC LIMIT :limit;
+
+-- name: delivery_of_client
+SELECT * FROM deliveries WHERE id = :id AND client_id = :client_id;
+
+-- name: attempts_of_delivery
+SELECT number, started_at, duration_ms, status_code, error, response_body, request_size
+FROM attempts WHERE delivery_id = :delivery_id ORDER BY number;
+
+-- name: requeue_delivery
+UPDATE deliveries SET status = 'pending', failures = 0, next_attempt_at = :now,
+    lease_owner = NULL, lease_until = NULL, updated_at = :now
+WHERE id = :id;

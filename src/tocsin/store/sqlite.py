@@ -1,0 +1,628 @@
+"""The embedded store: SQLite in WAL mode, driven from one dedicated thread.
+
+Every Store method becomes one function run as one transaction on that thread,
+so the event loop never waits on disk and SQLite sees a single writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tocsin import ids, retry, sampling
+from tocsin.errors import Conflict, MigrationError, NotFound, StoreError
+from tocsin.models import (
+    AttemptRecord,
+    Claim,
+    Client,
+    Delivery,
+    DeliveryStatus,
+    Integration,
+    NewEvent,
+    Principal,
+    Role,
+    WebhookSettings,
+)
+from tocsin.store import codec, queries
+from tocsin.store.base import AutoDisabled, Bootstrap, ClaimLimits
+
+T = TypeVar("T")
+Q = queries.load("sqlite")
+_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+class SqliteStore:
+    """Store on one SQLite file."""
+
+    def __init__(self, path: Path, *, synchronous: str = "FULL", max_batch: int = 500) -> None:
+        if synchronous.upper() not in _SYNCHRONOUS:
+            raise StoreError(f"sqlite synchronous must be one of {', '.join(_SYNCHRONOUS)}")
+        self._path = path
+        self._synchronous = synchronous.upper()
+        self._max_batch = max_batch
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tocsin-sqlite")
+        self._conn: sqlite3.Connection | None = None
+
+    # plumbing -------------------------------------------------------------
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._call, fn)
+
+    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite error on {self._path}: {exc}") from exc
+        return result
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            conn.execute("PRAGMA busy_timeout=10000")
+            self._conn = conn
+        return self._conn
+
+    async def close(self) -> None:
+        def _close() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, _close)
+        self._executor.shutdown(wait=True)
+
+    async def ping(self) -> None:
+        await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def migrate(self) -> list[int]:
+        return await self._run(_migrate)
+
+    # clients, users, tokens -------------------------------------------------
+
+    async def bootstrap(self, boot: Bootstrap, now: float) -> bool:
+        def tx(conn: sqlite3.Connection) -> bool:
+            if conn.execute(Q["count_clients"]).fetchone()[0]:
+                return False
+            client = {"name": boot.client_name, "cloud": boot.cloud}
+            client_id = _insert(
+                conn, "insert_client", client | {"console_url": boot.console_url, "now": now}
+            )
+            user_id = _insert(
+                conn,
+                "insert_user",
+                {
+                    "client_id": client_id,
+                    "email": boot.admin_email,
+                    "name": boot.admin_name,
+                    "role": Role.ADMINISTRATOR.value,
+                    "now": now,
+                },
+            )
+            _insert(
+                conn,
+                "insert_token",
+                {"user_id": user_id, "token_hash": boot.token_hash, "now": now},
+            )
+            return True
+
+        return await self._run(tx)
+
+    async def principal(self, token_hash: str, now: float) -> Principal | None:
+        def tx(conn: sqlite3.Connection) -> Principal | None:
+            row = conn.execute(
+                Q["principal_by_token"], {"token_hash": token_hash, "now": now}
+            ).fetchone()
+            if row is None:
+                return None
+            client = Client(id=row[0], name=row[1], cloud=row[2], console_url=row[3])
+            return Principal(client=client, user_id=row[4], email=row[5], role=Role(row[6]))
+
+        return await self._run(tx)
+
+    async def get_client(self, client_id: int) -> Client | None:
+        def tx(conn: sqlite3.Connection) -> Client | None:
+            row = conn.execute(Q["client_by_id"], {"id": client_id}).fetchone()
+            return None if row is None else Client(**dict(row))
+
+        return await self._run(tx)
+
+    # integrations -----------------------------------------------------------
+
+    async def create_integration(
+        self, client_id: int, settings: WebhookSettings, signing_secret: str, now: float
+    ) -> Integration:
+        def tx(conn: sqlite3.Connection) -> Integration:
+            new_id = _insert(
+                conn,
+                "insert_integration",
+                {
+                    "client_id": client_id,
+                    "settings": codec.settings_json(settings),
+                    "enabled": settings.enabled,
+                    "signing_secret": signing_secret,
+                    "now": now,
+                },
+            )
+            return _integration(conn, client_id, new_id)
+
+        return await self._run(tx)
+
+    async def get_integration(self, client_id: int, integration_id: int) -> Integration | None:
+        def tx(conn: sqlite3.Connection) -> Integration | None:
+            row = conn.execute(
+                Q["integration_by_id"], {"id": integration_id, "client_id": client_id}
+            ).fetchone()
+            return None if row is None else codec.integration_from_row(row)
+
+        return await self._run(tx)
+
+    async def list_integrations(self, client_id: int) -> list[Integration]:
+        def tx(conn: sqlite3.Connection) -> list[Integration]:
+            rows = conn.execute(Q["integrations_of_client"], {"client_id": client_id})
+            return [codec.integration_from_row(row) for row in rows]
+
+        return await self._run(tx)
+
+    async def update_integration(
+        self, client_id: int, integration_id: int, settings: WebhookSettings, now: float
+    ) -> Integration | None:
+        def tx(conn: sqlite3.Connection) -> Integration | None:
+            key = {"id": integration_id, "client_id": client_id}
+            before = conn.execute(Q["integration_by_id"], key).fetchone()
+            if before is None:
+                return None
+            params = key | {
+                "settings": codec.settings_json(settings),
+                "enabled": settings.enabled,
+                "now": now,
+            }
+            conn.execute(Q["update_integration_settings"], params)
+            after = _integration(conn, client_id, integration_id)
+            if before["enabled"] and not settings.enabled:
+                self._cancel_queued(conn, after, now)
+            return after
+
+        return await self._run(tx)
+
+    async def set_enabled(
+        self,
+        client_id: int,
+        integration_id: int,
+        *,
+        enabled: bool,
+        now: float,
+        reason: str | None = None,
+    ) -> Integration | None:
+        def tx(conn: sqlite3.Connection) -> Integration | None:
+            key = {"id": integration_id, "client_id": client_id, "now": now}
+            if enabled:
+                changed = conn.execute(Q["enable_integration"], key).rowcount
+            else:
+                changed = conn.execute(
+                    Q["disable_integration"], key | {"auto": 0, "reason": reason}
+                ).rowcount
+            if not changed:
+                return None
+            integration = _integration(conn, client_id, integration_id)
+            if not enabled:
+                self._cancel_queued(conn, integration, now)
+            return integration
+
+        return await self._run(tx)
+
+    async def delete_integration(self, client_id: int, integration_id: int, now: float) -> bool:
+        def tx(conn: sqlite3.Connection) -> bool:
+            key = {"id": integration_id, "client_id": client_id}
+            row = conn.execute(Q["integration_by_id"], key).fetchone()
+            if row is None:
+                return False
+            conn.execute(Q["delete_integration"], key | {"now": now})
+            self._cancel_queued(conn, codec.integration_from_row(row), now)
+            return True
+
+        return await self._run(tx)
+
+    def _cancel_queued(
+        self, conn: sqlite3.Connection, integration: Integration, now: float
+    ) -> None:
+        """Cancel waiting deliveries and turn queued notifications into cancelled deliveries.
+
+        They stay in the delivery log so that they can be re-sent after re-enabling.
+        """
+        conn.execute(Q["cancel_waiting_deliveries"], {"integration_id": integration.id, "now": now})
+        cancelled = DeliveryStatus.CANCELLED
+        while self._new_delivery(conn, integration, now, status=cancelled, lease=None) is not None:
+            pass
+
+    async def queued_notifications(self, integration_id: int) -> int:
+        def tx(conn: sqlite3.Connection) -> int:
+            return int(
+                conn.execute(Q["count_outbox"], {"integration_id": integration_id}).fetchone()[0]
+            )
+
+        return await self._run(tx)
+
+    # ingestion ----------------------------------------------------------------
+
+    async def ingest(self, client_id: int, events: Sequence[NewEvent], now: float) -> int:
+        def tx(conn: sqlite3.Connection) -> int:
+            rows = conn.execute(Q["enabled_integrations_of_client"], {"client_id": client_id})
+            integrations = [codec.integration_from_row(row) for row in rows]
+            outbox: list[dict[str, int]] = []
+            for event in events:
+                event_id = _insert(
+                    conn,
+                    "insert_event",
+                    {
+                        "client_id": client_id,
+                        "type": event.type.value,
+                        "payload": event.payload,
+                        "notification": event.notification,
+                        "now": now,
+                    },
+                )
+                if not _notifies(conn, client_id, event, now):
+                    continue
+                outbox.extend(
+                    {"integration_id": integration.id, "event_id": event_id}
+                    for integration in integrations
+                    if integration.id != event.skip_integration
+                    and integration.wants(event.type, event.risk)
+                )
+            conn.executemany(Q["insert_outbox"], outbox)
+            return len(events)
+
+        return await self._run(tx)
+
+    # delivery -------------------------------------------------------------------
+
+    async def claim(self, limits: ClaimLimits, now: float) -> list[Claim]:
+        def tx(conn: sqlite3.Connection) -> list[Claim]:
+            slots = _Slots(limits)
+            claims = self._claim_due(conn, limits, slots, now)
+            claims.extend(self._claim_outbox(conn, limits, slots, now))
+            return claims
+
+        return await self._run(tx)
+
+    def _claim_due(
+        self, conn: sqlite3.Connection, limits: ClaimLimits, slots: _Slots, now: float
+    ) -> list[Claim]:
+        rows = conn.execute(Q["due_deliveries"], {"now": now, "limit": limits.limit}).fetchall()
+        cache = _IntegrationCache(conn)
+        claims: list[Claim] = []
+        for row in rows:
+            integration = cache.get(row["integration_id"])
+            if (
+                integration is None
+                or not integration.settings.enabled
+                or not slots.take(integration.id)
+            ):
+                continue
+            lease_until = now + codec.lease_seconds(integration, limits.lease_margin)
+            conn.execute(
+                Q["lease_delivery"],
+                {"id": row["id"], "owner": limits.owner, "lease_until": lease_until},
+            )
+            claims.append(
+                Claim(
+                    delivery=codec.delivery_from_row(row),
+                    integration=integration,
+                    lease_until=lease_until,
+                )
+            )
+        return claims
+
+    def _claim_outbox(
+        self, conn: sqlite3.Connection, limits: ClaimLimits, slots: _Slots, now: float
+    ) -> list[Claim]:
+        cache = _IntegrationCache(conn)
+        claims: list[Claim] = []
+        for (integration_id,) in conn.execute(Q["outbox_integrations"]).fetchall():
+            integration = cache.get(integration_id)
+            if integration is None:
+                continue
+            lease = (limits.owner, now + codec.lease_seconds(integration, limits.lease_margin))
+            while len(claims) < limits.limit and slots.take(integration_id):
+                delivery = self._new_delivery(
+                    conn,
+                    integration,
+                    now,
+                    status=DeliveryStatus.PENDING,
+                    lease=lease,
+                    batch=limits.max_batch,
+                )
+                if delivery is None:
+                    slots.give_back(integration_id)
+                    break
+                claims.append(
+                    Claim(delivery=delivery, integration=integration, lease_until=lease[1])
+                )
+        return claims
+
+    def _new_delivery(
+        self,
+        conn: sqlite3.Connection,
+        integration: Integration,
+        now: float,
+        *,
+        status: DeliveryStatus,
+        lease: tuple[str, float] | None,
+        batch: int | None = None,
+    ) -> Delivery | None:
+        """Move up to one batch of the integration's queued notifications into a new delivery."""
+        params = {"integration_id": integration.id, "limit": batch or self._max_batch}
+        rows = conn.execute(Q["outbox_batch"], params).fetchall()
+        if not rows:
+            return None
+        body = codec.batch_body([bytes(row[1]) for row in rows], integration)
+        conn.execute(
+            Q["delete_outbox_upto"], {"integration_id": integration.id, "last_id": rows[-1][0]}
+        )
+        waiting = status is DeliveryStatus.PENDING
+        delivery_id = _insert(
+            conn,
+            "insert_delivery",
+            {
+                "webhook_id": ids.webhook_id(),
+                "integration_id": integration.id,
+                "client_id": integration.client_id,
+                "status": status.value,
+                "notification_count": len(rows),
+                "body": body,
+                "next_attempt_at": now if waiting else None,
+                "lease_owner": lease[0] if lease else None,
+                "lease_until": lease[1] if lease else None,
+                "now": now,
+            },
+        )
+        row = conn.execute(Q["delivery_by_id"], {"id": delivery_id}).fetchone()
+        return codec.delivery_from_row(row)
+
+    async def record_attempts(
+        self, records: Sequence[AttemptRecord], now: float
+    ) -> list[AutoDisabled]:
+        def tx(conn: sqlite3.Connection) -> list[AutoDisabled]:
+            conn.executemany(Q["insert_attempt"], [_attempt_params(record) for record in records])
+            conn.executemany(
+                Q["finish_attempt"], [_finish_params(record, now) for record in records]
+            )
+            last: dict[int, str | None] = {}
+            for record in records:
+                last[record.integration_id] = record.outcome.error
+            conn.executemany(
+                Q["set_integration_error"], [{"id": k, "error": v} for k, v in last.items()]
+            )
+            failing = {r.integration_id for r in records if not r.outcome.ok}
+            return [found for i in sorted(failing) if (found := self._auto_disable(conn, i, now))]
+
+        return await self._run(tx)
+
+    def _auto_disable(
+        self, conn: sqlite3.Connection, integration_id: int, now: float
+    ) -> AutoDisabled | None:
+        window = retry.AUTO_DISABLE_WINDOW
+        params = {"integration_id": integration_id, "since": now - window}
+        requests, failures = conn.execute(Q["attempt_stats"], params).fetchone()
+        if not retry.should_auto_disable(requests, failures):
+            return None
+        reason = (
+            f"{failures} of {requests} requests failed ({failures / requests:.0%}) "
+            f"in the last {window / 3600:.0f} hours"
+        )
+        key = {"id": integration_id, "reason": reason, "now": now}
+        if not conn.execute(Q["auto_disable_integration"], key).rowcount:
+            return None
+        row = conn.execute(Q["integration_by_id_any_client"], {"id": integration_id}).fetchone()
+        integration = codec.integration_from_row(row)
+        self._cancel_queued(conn, integration, now)
+        return AutoDisabled(
+            integration=integration, requests=requests, failures=failures, window_seconds=window
+        )
+
+    async def next_due(self) -> float | None:
+        def tx(conn: sqlite3.Connection) -> float | None:
+            value = conn.execute(Q["next_due"]).fetchone()[0]
+            return None if value is None else float(value)
+
+        return await self._run(tx)
+
+    async def list_deliveries(
+        self, client_id: int, integration_id: int, *, limit: int, before: int | None
+    ) -> list[Delivery]:
+        def tx(conn: sqlite3.Connection) -> list[Delivery]:
+            params = {
+                "client_id": client_id,
+                "integration_id": integration_id,
+                "limit": limit,
+                "before": before if before is not None else 2**62,
+            }
+            rows = conn.execute(Q["deliveries_page"], params).fetchall()
+            return [_with_attempts(conn, row) for row in rows]
+
+        return await self._run(tx)
+
+    async def get_delivery(self, client_id: int, delivery_id: int) -> Delivery | None:
+        def tx(conn: sqlite3.Connection) -> Delivery | None:
+            row = conn.execute(
+                Q["delivery_of_client"], {"id": delivery_id, "client_id": client_id}
+            ).fetchone()
+            return None if row is None else _with_attempts(conn, row)
+
+        return await self._run(tx)
+
+    async def resend(self, client_id: int, delivery_id: int, now: float) -> Delivery:
+        def tx(conn: sqlite3.Connection) -> Delivery:
+            row = conn.execute(
+                Q["delivery_of_client"], {"id": delivery_id, "client_id": client_id}
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"delivery {delivery_id} not found")
+            integration = conn.execute(
+                Q["integration_by_id"], {"id": row["integration_id"], "client_id": client_id}
+            ).fetchone()
+            _check_resendable(DeliveryStatus(row["status"]), integration)
+            conn.execute(Q["requeue_delivery"], {"id": delivery_id, "now": now})
+            fresh = conn.execute(Q["delivery_by_id"], {"id": delivery_id}).fetchone()
+            return _with_attempts(conn, fresh)
+
+        return await self._run(tx)
+
+
+# helpers (run on the store thread) ---------------------------------------------
+
+
+def _migrate(conn: sqlite3.Connection) -> list[int]:
+    conn.execute(Q["create_schema_migrations"])
+    done = {row[0] for row in conn.execute(Q["schema_versions"])}
+    applied = []
+    for version, script in queries.migrations("sqlite"):
+        if version in done:
+            continue
+        try:
+            for statement in _statements(script):
+                conn.execute(statement)
+        except sqlite3.Error as exc:
+            raise MigrationError(f"migration {version} failed: {exc}") from exc
+        conn.execute(Q["insert_schema_version"], {"version": version, "now": time.time()})
+        applied.append(version)
+    return applied
+
+
+def _statements(script: str) -> Iterable[str]:
+    """Split a migration script into statements (our scripts hold no `;` inside literals)."""
+    buffer: list[str] = []
+    for line in script.splitlines():
+        if line.strip().startswith("--"):
+            continue
+        buffer.append(line)
+        if line.rstrip().endswith(";"):
+            yield "\n".join(buffer)
+            buffer = []
+    if "".join(buffer).strip():
+        yield "\n".join(buffer)
+
+
+def _insert(conn: sqlite3.Connection, name: str, params: Mapping[str, Any]) -> int:
+    cursor = conn.execute(Q[name], params)
+    if cursor.lastrowid is None:
+        raise StoreError(f"{name} inserted no row")
+    return cursor.lastrowid
+
+
+def _integration(conn: sqlite3.Connection, client_id: int, integration_id: int) -> Integration:
+    row = conn.execute(
+        Q["integration_by_id"], {"id": integration_id, "client_id": client_id}
+    ).fetchone()
+    return codec.integration_from_row(row)
+
+
+def _notifies(conn: sqlite3.Connection, client_id: int, event: NewEvent, now: float) -> bool:
+    """Whether an event notifies, counting hits against the sample (SPEC 2.1)."""
+    if not event.notify:
+        return False
+    if event.sample_key is None:
+        return True
+    key = {"client_id": client_id, "key": event.sample_key}
+    row = conn.execute(Q["sample_window"], key).fetchone()
+    window = None if row is None else sampling.SampleWindow(started_at=row[0], count=row[1])
+    admitted, after = sampling.admit(window, now)
+    if after != window:
+        conn.execute(
+            Q["upsert_sample_window"], key | {"started_at": after.started_at, "count": after.count}
+        )
+    return admitted
+
+
+def _attempt_params(record: AttemptRecord) -> dict[str, Any]:
+    outcome = record.outcome
+    return {
+        "delivery_id": record.delivery_id,
+        "integration_id": record.integration_id,
+        "started_at": outcome.started_at,
+        "duration_ms": outcome.duration_ms,
+        "ok": outcome.ok,
+        "status_code": outcome.status_code,
+        "error": outcome.error,
+        "response_body": outcome.response_body,
+        "request_size": outcome.request_size,
+    }
+
+
+def _finish_params(record: AttemptRecord, now: float) -> dict[str, Any]:
+    return {
+        "delivery_id": record.delivery_id,
+        "status": record.status.value,
+        "next_attempt_at": record.next_attempt_at,
+        "failed": 0 if record.outcome.ok else 1,
+        "error": record.outcome.error,
+        "now": now,
+    }
+
+
+def _with_attempts(conn: sqlite3.Connection, row: sqlite3.Row) -> Delivery:
+    attempts = conn.execute(Q["attempts_of_delivery"], {"delivery_id": row["id"]})
+    return codec.delivery_from_row(row, [codec.attempt_from_row(a) for a in attempts])
+
+
+def _check_resendable(status: DeliveryStatus, integration: sqlite3.Row | None) -> None:
+    if status not in (DeliveryStatus.FAILED, DeliveryStatus.CANCELLED):
+        raise Conflict(f"only failed or cancelled deliveries can be re-sent; this one is {status}")
+    if integration is None:
+        raise Conflict("the integration of this delivery was deleted")
+    if not integration["enabled"]:
+        raise Conflict("enable the integration before re-sending its deliveries")
+
+
+class _Slots:
+    """Free in-flight slots per integration during one claim."""
+
+    def __init__(self, limits: ClaimLimits) -> None:
+        self._max = limits.max_in_flight
+        self._used = dict(limits.in_flight)
+
+    def take(self, integration_id: int) -> bool:
+        used = self._used.get(integration_id, 0)
+        if used >= self._max:
+            return False
+        self._used[integration_id] = used + 1
+        return True
+
+    def give_back(self, integration_id: int) -> None:
+        self._used[integration_id] -= 1
+
+
+class _IntegrationCache:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._seen: dict[int, Integration | None] = {}
+
+    def get(self, integration_id: int) -> Integration | None:
+        if integration_id not in self._seen:
+            row = self._conn.execute(
+                Q["integration_by_id_any_client"], {"id": integration_id}
+            ).fetchone()
+            found = (
+                None
+                if row is None or row["deleted_at"] is not None
+                else codec.integration_from_row(row)
+            )
+            self._seen[integration_id] = found
+        return self._seen[integration_id]
