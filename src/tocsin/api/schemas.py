@@ -8,7 +8,15 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from cryptography import x509
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    field_validator,
+)
+from pydantic.types import Strict
 
 from tocsin.models import BodyFormat, EventType, Integration, RiskLevel, WebhookSettings
 
@@ -29,20 +37,28 @@ _OWNED_HEADERS = frozenset(
 MAX_HEADERS_BYTES = 16 * 1024
 MAX_CA_BYTES = 64 * 1024
 
-Timeout = Annotated[float, Field(ge=1, le=300, strict=False)]
+
+def _number(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a number of seconds")  # noqa: TRY004 - pydantic wants ValueError
+    return value
+
+
+Timeout = Annotated[float, BeforeValidator(_number), Field(ge=1, le=300)]
+Text = Annotated[str, Strict()]
 
 
 class IntegrationIn(BaseModel):
     """A webhook integration as created or replaced (SPEC 3.1)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid")
 
     type: Literal["webhook"] = "webhook"
-    name: Annotated[str, Field(min_length=1, max_length=128)]
-    url: Annotated[str, Field(min_length=1, max_length=2048)]
+    name: Annotated[Text, Field(min_length=1, max_length=128)]
+    url: Annotated[Text, Field(min_length=1, max_length=2048)]
     method: Literal["POST", "PUT"] = "POST"
-    headers: dict[str, str] = Field(default_factory=dict)
-    ca_certificate: Annotated[str, Field(max_length=MAX_CA_BYTES)] | None = None
+    headers: dict[str, Text] = Field(default_factory=dict)
+    ca_certificate: Annotated[Text, Field(max_length=MAX_CA_BYTES)] | None = None
     verify_tls: StrictBool = True
     request_timeout: Timeout = 15
     connection_timeout: Timeout = 20

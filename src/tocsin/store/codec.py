@@ -20,12 +20,10 @@ from tocsin.models import (
 )
 
 
-
 class Row(Protocol):
     """A database row read by column name (sqlite3.Row, asyncpg.Record, dict)."""
 
     def __getitem__(self, key: str, /) -> Any: ...
-
 
 
 def settings_json(settings: WebhookSettings) -> str:

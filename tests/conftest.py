@@ -1,0 +1,148 @@
+"""Shared fixtures: a private CA, HTTPS receivers on loopback, a running tocsin on SQLite."""
+
+from __future__ import annotations
+
+import ipaddress
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trustme
+
+from tocsin.api import create_app
+from tocsin.config import Settings
+from tocsin.receiver import Receiver, Respond, always_ok
+from tocsin.service import Tocsin
+from tocsin.store.sqlite import SqliteStore
+
+ADMIN_TOKEN = "tcs_test_admin_token"
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
+
+
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def ca_pem(ca: trustme.CA) -> str:
+    return ca.cert_pem.bytes().decode()
+
+
+@pytest.fixture(scope="session")
+def server_tls(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    return context
+
+
+MakeReceiver = Callable[..., Receiver]
+
+
+@pytest.fixture
+def make_receiver(server_tls: ssl.SSLContext) -> Iterator[MakeReceiver]:
+    """Start HTTPS receivers (their certificate from the private CA); all stop after the test."""
+    started: list[Receiver] = []
+
+    def make(respond: Respond = always_ok, *, tls: bool = True) -> Receiver:
+        receiver = Receiver(tls=server_tls if tls else None, respond=respond).start()
+        started.append(receiver)
+        return receiver
+
+    yield make
+    for receiver in started:
+        receiver.stop()
+
+
+@pytest.fixture
+def receiver(make_receiver: MakeReceiver) -> Receiver:
+    return make_receiver()
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    base: dict[str, Any] = {
+        "database_url": f"sqlite:///{tmp_path / 'tocsin.db'}",
+        "client_name": "TestCompany",
+        "cloud": "EU",
+        "console_url": "https://my.wallarm.com",
+        "partner_name": "Test partner",
+        "allowed_networks": LOOPBACK,
+        "admin_token": ADMIN_TOKEN,
+        "poll_interval": 0.2,
+        "lease_margin": 2.0,
+        "sqlite_synchronous": "NORMAL",
+    }
+    base.update(overrides)
+    return Settings(**base)
+
+
+class Running:
+    """A started tocsin and an API client authenticated as its administrator."""
+
+    def __init__(self, runtime: Tocsin, api: httpx.AsyncClient) -> None:
+        self.runtime = runtime
+        self.api = api
+
+    async def create_integration(self, url: str, **fields: Any) -> dict[str, Any]:
+        body = {"name": "receiver", "url": url, "events": ["hit", "vuln"]} | fields
+        response = await self.api.post("/api/v1/integrations", json=body)
+        assert response.status_code == 201, response.text
+        created: dict[str, Any] = response.json()
+        return created
+
+    async def report_hits(self, hits: list[dict[str, Any]]) -> None:
+        response = await self.api.post("/api/v1/hits", json=hits)
+        assert response.status_code == 202, response.text
+        assert response.json() == {"accepted": len(hits)}
+
+
+StartTocsin = Callable[..., Awaitable[Running]]
+
+
+@pytest.fixture
+async def start_tocsin(tmp_path: Path) -> AsyncIterator[StartTocsin]:
+    """Start a tocsin on a fresh SQLite database; stopped after the test."""
+    running: list[tuple[Tocsin, httpx.AsyncClient]] = []
+
+    async def start(**overrides: Any) -> Running:
+        settings = make_settings(tmp_path, **overrides)
+        store = SqliteStore(
+            tmp_path / "tocsin.db", synchronous="NORMAL", max_batch=settings.max_batch
+        )
+        runtime = Tocsin(settings, store)
+        await runtime.start()
+        transport = httpx.ASGITransport(app=create_app(runtime))
+        api = httpx.AsyncClient(
+            transport=transport,
+            base_url="http://tocsin.test",
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        )
+        running.append((runtime, api))
+        return Running(runtime, api)
+
+    yield start
+    for runtime, api in running:
+        await api.aclose()
+        await runtime.stop()
+
+
+@pytest.fixture
+async def tocsin(start_tocsin: StartTocsin) -> Running:
+    return await start_tocsin()
+
+
+def hit(**fields: Any) -> dict[str, Any]:
+    """A hit as a sensor reports it, varied by keyword."""
+    base: dict[str, Any] = {
+        "type": "sqli",
+        "domain": "shop.example.com",
+        "path": "/search",
+        "parameter": "GET_q_value",
+        "method": "GET",
+        "response_status": 200,
+        "remote_addr4": "8.8.8.8",
+    }
+    return base | fields
