@@ -121,9 +121,9 @@ class Receiver:
                 self._changed.wait(min(left, 0.1))
         return True
 
-    async def until(self, predicate: Callable[[Receiver], bool], timeout: float = 10.0) -> bool:
+    async def until(self, predicate: Callable[[Receiver], bool], within: float = 10.0) -> bool:
         """`wait_for` for code on an event loop: polls without blocking the loop."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while not predicate(self):
             if time.monotonic() > deadline:
                 return False
