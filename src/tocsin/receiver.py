@@ -121,6 +121,16 @@ class Receiver:
                 self._changed.wait(min(left, 0.1))
         return True
 
+    async def _shutdown(self) -> None:
+        """Cancel requests still being answered (a hanging reply), then close the server."""
+        current = asyncio.current_task()
+        pending = [task for task in asyncio.all_tasks() if task is not current]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+
     async def until(self, predicate: Callable[[Receiver], bool], within: float = 10.0) -> bool:
         """`wait_for` for code on an event loop: polls without blocking the loop."""
         deadline = time.monotonic() + within
@@ -131,9 +141,8 @@ class Receiver:
         return True
 
     def stop(self) -> None:
-        if self._runner is not None:
-            with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop.close()

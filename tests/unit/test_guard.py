@@ -1,0 +1,112 @@
+"""The target guard: which resolved addresses a webhook may connect to."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+import pytest
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+from tocsin.delivery import guard
+from tocsin.errors import TargetRefused
+
+REFUSED = [
+    "127.0.0.1",
+    "127.255.255.254",
+    "0.0.0.0",
+    "10.1.2.3",
+    "172.16.0.1",
+    "172.31.255.255",
+    "192.168.1.1",
+    "100.64.0.1",
+    "169.254.169.254",
+    "192.0.0.8",
+    "192.0.2.1",
+    "198.18.0.1",
+    "198.51.100.7",
+    "203.0.113.9",
+    "224.0.0.1",
+    "239.255.255.250",
+    "240.0.0.1",
+    "255.255.255.255",
+    "::",
+    "::1",
+    "fc00::1",
+    "fd12:3456::1",
+    "fe80::1",
+    "ff02::1",
+    "2001:db8::1",
+    "::ffff:127.0.0.1",
+    "::ffff:169.254.169.254",
+    "::ffff:10.0.0.1",
+    "::127.0.0.1",
+    "64:ff9b::a9fe:a9fe",
+    "2002:7f00:1::",
+    "2002:a9fe:a9fe::1",
+]
+ALLOWED = [
+    "8.8.8.8",
+    "1.1.1.1",
+    "93.184.216.34",
+    "172.32.0.1",
+    "2606:4700:4700::1111",
+    "::ffff:8.8.8.8",
+    "64:ff9b::808:808",
+    "2002:808:808::1",
+]
+
+
+@pytest.mark.parametrize("address", REFUSED)
+def test_refused(address: str) -> None:
+    assert guard.refusal(ipaddress.ip_address(address)) is not None
+
+
+@pytest.mark.parametrize("address", ALLOWED)
+def test_allowed(address: str) -> None:
+    assert guard.refusal(ipaddress.ip_address(address)) is None
+
+
+def test_allowed_networks_open_named_ranges() -> None:
+    loopback = (ipaddress.ip_network("127.0.0.0/8"),)
+    assert guard.refusal(ipaddress.ip_address("127.0.0.1"), loopback) is None
+    assert guard.refusal(ipaddress.ip_address("::ffff:127.0.0.1"), loopback) is None
+    assert guard.refusal(ipaddress.ip_address("10.0.0.1"), loopback) is not None
+
+
+def test_ip_literals_are_checked() -> None:
+    with pytest.raises(TargetRefused, match="link-local"):
+        guard.check_address("169.254.169.254")
+    with pytest.raises(TargetRefused, match="loopback"):
+        guard.check_address("[::1]")
+    guard.check_address("example.com")  # names are the resolver's to check
+
+
+class _Fixed(AbstractResolver):
+    def __init__(self, *answers: list[str]) -> None:
+        self._answers = list(answers)
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        answer = self._answers.pop(0)
+        return [
+            ResolveResult(hostname=host, host=ip, port=port, family=family, proto=0, flags=0)
+            for ip in answer
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_resolver_drops_refused_addresses_and_keeps_the_rest() -> None:
+    resolver = guard.GuardedResolver(inner=_Fixed(["127.0.0.1", "8.8.8.8"]))
+    results = await resolver.resolve("mixed.example", 443)
+    assert [result["host"] for result in results] == ["8.8.8.8"]
+
+
+async def test_rebinding_second_answer_is_checked_too() -> None:
+    resolver = guard.GuardedResolver(inner=_Fixed(["8.8.8.8"], ["169.254.169.254"]))
+    assert [r["host"] for r in await resolver.resolve("rebind.example", 443)] == ["8.8.8.8"]
+    with pytest.raises(guard.RefusedAddressError, match="link-local"):
+        await resolver.resolve("rebind.example", 443)

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import pytest
+
+from tocsin import retry, sampling
+from tocsin.models import DeliveryStatus
+
+
+def test_schedule_is_the_three_cycles_of_spec_4() -> None:
+    waits = [retry.next_wait(n) for n in range(1, 17)]
+    assert waits == [1, 3, 5, 10, 10, 0, 1, 3, 5, 30, 60, 60, 180, 300, 600, 1800]
+    assert retry.next_wait(17) is None
+    assert retry.MAX_ATTEMPTS == 17
+
+
+def test_next_wait_is_asked_after_a_failure_only() -> None:
+    with pytest.raises(ValueError, match="after a failure"):
+        retry.next_wait(0)
+
+
+def test_decide() -> None:
+    assert retry.decide(0, ok=True, now=100) == (DeliveryStatus.DELIVERED, None)
+    assert retry.decide(0, ok=False, now=100) == (DeliveryStatus.RETRYING, 101)
+    assert retry.decide(1, ok=False, now=100) == (DeliveryStatus.RETRYING, 103)
+    assert retry.decide(16, ok=False, now=100) == (DeliveryStatus.FAILED, None)
+
+
+@pytest.mark.parametrize(
+    ("requests", "failures", "expected"),
+    [(10, 6, True), (10, 5, False), (9, 9, False), (100, 60, True), (100, 59, False)],
+)
+def test_auto_disable_rule(requests: int, failures: int, expected: bool) -> None:
+    assert retry.should_auto_disable(requests, failures) is expected
+
+
+def test_sampling_first_five_per_hour() -> None:
+    window = None
+    admitted = []
+    for second in range(7):
+        ok, window = sampling.admit(window, 1000.0 + second)
+        admitted.append(ok)
+    assert admitted == [True] * 5 + [False] * 2
+    ok, window = sampling.admit(window, 1000.0 + 3600)
+    assert ok
+    assert window == sampling.SampleWindow(started_at=4600.0, count=1)
