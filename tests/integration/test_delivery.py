@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from tests.conftest import MakeReceiver, Running, StartTocsin, hit
-from tocsin.receiver import Receiver, Received, Reply
+from tocsin.receiver import Received, Receiver, Reply
 
 VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "vectors"
 

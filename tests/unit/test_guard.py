@@ -14,7 +14,7 @@ from tocsin.errors import TargetRefused
 REFUSED = [
     "127.0.0.1",
     "127.255.255.254",
-    "0.0.0.0",
+    "0.0.0.0",  # noqa: S104 - an address to refuse, not one to bind
     "10.1.2.3",
     "172.16.0.1",
     "172.31.255.255",
