@@ -1,8 +1,10 @@
-"""The `tocsin` command: serve, migrate."""
+"""The `tocsin` command: serve, migrate, listen."""
 
 from __future__ import annotations
 
 import asyncio
+import hmac
+import json
 import logging
 import sys
 from collections.abc import Callable
@@ -13,6 +15,7 @@ import click
 from tocsin import __version__
 from tocsin.config import DEFAULT_DATABASE_URL, Settings, parse_networks
 from tocsin.errors import TocsinError
+from tocsin.receiver import Received, Reply
 from tocsin.store import open_store
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -172,3 +175,64 @@ def _guard(fn: Callable[[], Any]) -> Any:
     except TocsinError as exc:
         click.echo(f"tocsin: {exc}", err=True)
         sys.exit(2)
+
+
+@main.command()
+@_opt("--host", "TOCSIN_LISTEN_HOST", default="127.0.0.1", help="Address to listen on.")
+@_opt("--port", "TOCSIN_LISTEN_PORT", default=9000, type=click.IntRange(0, 65535), help="Port.")
+@_opt(
+    "--secret",
+    "TOCSIN_LISTEN_SECRET",
+    default=None,
+    help="whsec_ secret to verify signatures with.",
+)
+def listen(host: str, port: int, secret: str | None) -> None:
+    """A local plain-HTTP receiver that prints incoming notifications."""
+    import time  # noqa: PLC0415
+
+    from tocsin.receiver import Receiver  # noqa: PLC0415 - only listen needs it
+
+    def show(_: int, received: Received) -> Reply:
+        click.echo(describe_request(received, secret))
+        return Reply()
+
+    receiver = Receiver(respond=show, host=host, port=port, keep=False).start()
+    click.echo(f"listening on {receiver.url} (Ctrl-C to stop)", err=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        receiver.stop()
+
+
+def describe_request(received: Received, secret: str | None) -> str:
+    """One line per notification, after a line saying whether the signature verifies."""
+    lines = [f"{received.method} {received.path} webhook-id={received.headers.get('webhook-id')}"]
+    if secret:
+        lines[0] += " signature " + ("ok" if signature_ok(received, secret) else "INVALID")
+    try:
+        text = received.body.decode()
+        items = (
+            [json.loads(line) for line in text.splitlines()]
+            if "ndjson" in (received.headers.get("Content-Type") or "")
+            else json.loads(text)
+        )
+    except (UnicodeDecodeError, ValueError):
+        return lines[0] + " (body is not JSON)"
+    lines.extend(f"  {item.get('summary')}" for item in items if isinstance(item, dict))
+    return "\n".join(lines)
+
+
+def signature_ok(received: Received, secret: str) -> bool:
+    from tocsin.delivery import signing  # noqa: PLC0415
+
+    headers = received.headers
+    try:
+        timestamp = int(headers.get("webhook-timestamp", ""))
+    except ValueError:
+        return False
+    expected = signing.sign(secret, headers.get("webhook-id", ""), timestamp, received.body)
+    offered = headers.get("webhook-signature", "").split()
+    return any(hmac.compare_digest(expected, candidate) for candidate in offered)

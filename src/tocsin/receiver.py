@@ -55,6 +55,7 @@ class Receiver:
         tls: ssl.SSLContext | None = None,
         respond: Respond = always_ok,
         host: str = "127.0.0.1",
+        port: int = 0,
         keep: bool = True,
     ) -> None:
         self._tls = tls
@@ -68,7 +69,7 @@ class Receiver:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="receiver")
         self._runner: web.AppRunner | None = None
-        self.port = 0
+        self.port = port
 
     @property
     def url(self) -> str:
@@ -85,7 +86,7 @@ class Receiver:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, 0, ssl_context=self._tls)
+        site = web.TCPSite(self._runner, self._host, self.port, ssl_context=self._tls)
         await site.start()
         server = site._server  # noqa: SLF001 - aiohttp exposes the bound port only here
         assert isinstance(server, asyncio.Server)  # noqa: S101
