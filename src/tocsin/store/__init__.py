@@ -5,8 +5,9 @@ from __future__ import annotations
 from tocsin.config import sqlite_path
 from tocsin.errors import ConfigError
 from tocsin.store.base import AutoDisabled, Bootstrap, ClaimLimits, Store
+from tocsin.store.memory import MemoryStore
 
-__all__ = ["AutoDisabled", "Bootstrap", "ClaimLimits", "Store", "open_store"]
+__all__ = ["AutoDisabled", "Bootstrap", "ClaimLimits", "MemoryStore", "Store", "open_store"]
 
 
 def open_store(database_url: str, *, synchronous: str = "FULL", max_batch: int = 500) -> Store:

@@ -51,6 +51,24 @@ class ClaimLimits:
     limit: int = 1000
 
 
+class ClaimSlots:
+    """Free in-flight slots per integration during one claim (shared by the stores)."""
+
+    def __init__(self, limits: ClaimLimits) -> None:
+        self._max = limits.max_in_flight
+        self._used = dict(limits.in_flight)
+
+    def take(self, integration_id: int) -> bool:
+        used = self._used.get(integration_id, 0)
+        if used >= self._max:
+            return False
+        self._used[integration_id] = used + 1
+        return True
+
+    def give_back(self, integration_id: int) -> None:
+        self._used[integration_id] -= 1
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AutoDisabled:
     """An integration the store disabled because its failure rate crossed the rule."""
@@ -82,6 +100,10 @@ class Store(Protocol):
     async def principal(self, token_hash: str, now: float) -> Principal | None: ...
 
     async def get_client(self, client_id: int) -> Client | None: ...
+
+    async def create_client(self, name: str, cloud: str, console_url: str, now: float) -> Client:
+        """Add a tenant (with no users yet)."""
+        ...
 
     # integrations
     async def create_integration(

@@ -29,7 +29,7 @@ from tocsin.models import (
     WebhookSettings,
 )
 from tocsin.store import codec, queries
-from tocsin.store.base import AutoDisabled, Bootstrap, ClaimLimits
+from tocsin.store.base import AutoDisabled, Bootstrap, ClaimLimits, ClaimSlots
 
 T = TypeVar("T")
 Q = queries.load("sqlite")
@@ -140,6 +140,14 @@ class SqliteStore:
         def tx(conn: sqlite3.Connection) -> Client | None:
             row = conn.execute(Q["client_by_id"], {"id": client_id}).fetchone()
             return None if row is None else Client(**dict(row))
+
+        return await self._run(tx)
+
+    async def create_client(self, name: str, cloud: str, console_url: str, now: float) -> Client:
+        def tx(conn: sqlite3.Connection) -> Client:
+            params = {"name": name, "cloud": cloud, "console_url": console_url, "now": now}
+            client_id = _insert(conn, "insert_client", params)
+            return Client(id=client_id, name=name, cloud=cloud, console_url=console_url)
 
         return await self._run(tx)
 
@@ -295,15 +303,16 @@ class SqliteStore:
 
     async def claim(self, limits: ClaimLimits, now: float) -> list[Claim]:
         def tx(conn: sqlite3.Connection) -> list[Claim]:
-            slots = _Slots(limits)
+            slots = ClaimSlots(limits)
             claims = self._claim_due(conn, limits, slots, now)
-            claims.extend(self._claim_outbox(conn, limits, slots, now))
+            room = limits.limit - len(claims)
+            claims.extend(self._claim_outbox(conn, limits, slots, now, room=room))
             return claims
 
         return await self._run(tx)
 
     def _claim_due(
-        self, conn: sqlite3.Connection, limits: ClaimLimits, slots: _Slots, now: float
+        self, conn: sqlite3.Connection, limits: ClaimLimits, slots: ClaimSlots, now: float
     ) -> list[Claim]:
         rows = conn.execute(Q["due_deliveries"], {"now": now, "limit": limits.limit}).fetchall()
         cache = _IntegrationCache(conn)
@@ -331,7 +340,13 @@ class SqliteStore:
         return claims
 
     def _claim_outbox(
-        self, conn: sqlite3.Connection, limits: ClaimLimits, slots: _Slots, now: float
+        self,
+        conn: sqlite3.Connection,
+        limits: ClaimLimits,
+        slots: ClaimSlots,
+        now: float,
+        *,
+        room: int,
     ) -> list[Claim]:
         cache = _IntegrationCache(conn)
         claims: list[Claim] = []
@@ -340,7 +355,7 @@ class SqliteStore:
             if integration is None:
                 continue
             lease = (limits.owner, now + codec.lease_seconds(integration, limits.lease_margin))
-            while len(claims) < limits.limit and slots.take(integration_id):
+            while len(claims) < room and slots.take(integration_id):
                 delivery = self._new_delivery(
                     conn,
                     integration,
@@ -400,10 +415,10 @@ class SqliteStore:
         self, records: Sequence[AttemptRecord], now: float
     ) -> list[AutoDisabled]:
         def tx(conn: sqlite3.Connection) -> list[AutoDisabled]:
-            conn.executemany(Q["insert_attempt"], [_attempt_params(record) for record in records])
-            conn.executemany(
-                Q["finish_attempt"], [_finish_params(record, now) for record in records]
-            )
+            # One record at a time: an attempt's number comes from the delivery's count so far.
+            for record in records:
+                conn.execute(Q["insert_attempt"], _attempt_params(record))
+                conn.execute(Q["finish_attempt"], _finish_params(record, now))
             last: dict[int, str | None] = {}
             for record in records:
                 last[record.integration_id] = record.outcome.error
@@ -589,24 +604,6 @@ def _check_resendable(status: DeliveryStatus, integration: sqlite3.Row | None) -
         raise Conflict("the integration of this delivery was deleted")
     if not integration["enabled"]:
         raise Conflict("enable the integration before re-sending its deliveries")
-
-
-class _Slots:
-    """Free in-flight slots per integration during one claim."""
-
-    def __init__(self, limits: ClaimLimits) -> None:
-        self._max = limits.max_in_flight
-        self._used = dict(limits.in_flight)
-
-    def take(self, integration_id: int) -> bool:
-        used = self._used.get(integration_id, 0)
-        if used >= self._max:
-            return False
-        self._used[integration_id] = used + 1
-        return True
-
-    def give_back(self, integration_id: int) -> None:
-        self._used[integration_id] -= 1
 
 
 class _IntegrationCache:
