@@ -22,7 +22,7 @@ from tocsin import retry
 from tocsin.clock import Clock
 from tocsin.config import Settings
 from tocsin.delivery.sender import Sender
-from tocsin.errors import StoreError
+from tocsin.errors import StoreError, TocsinError
 from tocsin.models import AttemptRecord, Claim
 from tocsin.store import AutoDisabled, ClaimLimits, Store
 
@@ -78,7 +78,8 @@ class Dispatcher:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._loops[0]
-        await self._records.join()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._records.join(), 10)
         self._loops[1].cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._loops[1]
@@ -174,5 +175,8 @@ class Dispatcher:
             if record.outcome.error:
                 log.warning("delivery %s: %s", record.delivery_id, record.outcome.error)
         if disabled and self._on_auto_disabled is not None:
-            await self._on_auto_disabled(disabled)
+            try:
+                await self._on_auto_disabled(disabled)
+            except TocsinError:
+                log.exception("notifying about auto-disabled integrations failed")
         self.wake()
