@@ -1,0 +1,31 @@
+"""Standard Webhooks signatures: the published test vector and the headers of a request."""
+
+from __future__ import annotations
+
+from tocsin.delivery import sender, signing
+from tocsin.models import BodyFormat, WebhookSettings
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def test_published_vector() -> None:
+    signature = signing.sign(
+        SECRET, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, b'{"test": 2432232314}'
+    )
+    assert signature == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
+def test_request_headers_sign_the_exact_body_and_let_users_override_content_type() -> None:
+    settings = WebhookSettings(
+        name="n",
+        url="https://x.example/",
+        headers={"content-type": "text/plain", "X-Key": "k"},
+        format=BodyFormat.NDJSON,
+    )
+    headers = sender.request_headers(settings, SECRET, "msg_1", b"{}\n", 1700000000)
+    assert headers["content-type"] == "text/plain"
+    assert "Content-Type" not in headers
+    assert headers["X-Key"] == "k"
+    assert headers["webhook-id"] == "msg_1"
+    assert headers["webhook-timestamp"] == "1700000000"
+    assert headers["webhook-signature"] == signing.sign(SECRET, "msg_1", 1700000000, b"{}\n")
