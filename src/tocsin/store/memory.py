@@ -1,0 +1,559 @@
+"""The in-memory store: the Store Protocol on plain dicts, for unit tests.
+
+No threads and no I/O. Every method runs to completion without awaiting, so it
+is one transaction as far as the event loop can tell. The semantics follow
+`SqliteStore` rule for rule; `tests/unit/test_store_contract.py` runs the same
+suite against both.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+
+from tocsin import ids, retry, sampling
+from tocsin.errors import Conflict, NotFound, StoreError
+from tocsin.models import (
+    Attempt,
+    AttemptRecord,
+    Claim,
+    Client,
+    Delivery,
+    DeliveryStatus,
+    Integration,
+    NewEvent,
+    Principal,
+    Role,
+    WebhookSettings,
+)
+from tocsin.store import codec
+from tocsin.store.base import AutoDisabled, Bootstrap, ClaimLimits, ClaimSlots
+
+_WAITING = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
+
+
+@dataclass(slots=True, kw_only=True)
+class _User:
+    id: int
+    client_id: int
+    email: str
+    name: str
+    role: Role
+    created_at: float
+
+
+@dataclass(slots=True, kw_only=True)
+class _Token:
+    user_id: int
+    created_at: float
+    expires_at: float | None = None
+    revoked_at: float | None = None
+
+    def valid(self, now: float) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Event:
+    id: int
+    client_id: int
+    event: NewEvent
+    created_at: float
+
+
+@dataclass(slots=True, kw_only=True)
+class _DeliveryRow:
+    """A row of the deliveries table: the record plus its client and lease."""
+
+    id: int
+    webhook_id: str
+    integration_id: int
+    client_id: int
+    status: DeliveryStatus
+    notification_count: int
+    body: bytes
+    attempt_count: int = 0
+    failures: int = 0
+    next_attempt_at: float | None
+    lease_owner: str | None = None
+    lease_until: float | None = None
+    last_error: str | None = None
+    created_at: float
+    updated_at: float
+
+    def record(self, attempts: Sequence[Attempt] = ()) -> Delivery:
+        return Delivery(
+            id=self.id,
+            webhook_id=self.webhook_id,
+            integration_id=self.integration_id,
+            status=self.status,
+            notification_count=self.notification_count,
+            body=self.body,
+            attempt_count=self.attempt_count,
+            failures=self.failures,
+            next_attempt_at=self.next_attempt_at,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+            last_error=self.last_error,
+            attempts=tuple(attempts),
+        )
+
+    def due(self, now: float) -> bool:
+        return (
+            self.status in _WAITING
+            and self.next_attempt_at is not None
+            and self.next_attempt_at <= now
+            and (self.lease_until is None or self.lease_until <= now)
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _AttemptRow:
+    delivery_id: int
+    integration_id: int
+    ok: bool
+    attempt: Attempt
+
+
+class MemoryStore:
+    """Store in process memory; lost when the object goes."""
+
+    def __init__(self, *, max_batch: int = 500) -> None:
+        self._max_batch = max_batch
+        self._closed = False
+        self._ids: dict[str, Iterator[int]] = {}
+        self._clients: dict[int, Client] = {}
+        self._client_created: dict[int, float] = {}
+        self._users: dict[int, _User] = {}
+        self._tokens: dict[str, _Token] = {}
+        self._integrations: dict[int, Integration] = {}
+        self._deleted: set[int] = set()
+        self._events: list[_Event] = []
+        self._outbox: dict[int, list[bytes]] = {}
+        self._samples: dict[tuple[int, str], sampling.SampleWindow] = {}
+        self._deliveries: dict[int, _DeliveryRow] = {}
+        self._attempts: list[_AttemptRow] = []
+
+    def _next_id(self, table: str) -> int:
+        return next(self._ids.setdefault(table, itertools.count(1)))
+
+    # plumbing -------------------------------------------------------------
+
+    async def migrate(self) -> list[int]:
+        return []
+
+    async def close(self) -> None:
+        self._closed = True
+
+    async def ping(self) -> None:
+        if self._closed:
+            raise StoreError("the memory store is closed")
+
+    # clients, users, tokens -------------------------------------------------
+
+    async def bootstrap(self, boot: Bootstrap, now: float) -> bool:
+        if self._clients:
+            return False
+        client = self._add_client(boot.client_name, boot.cloud, boot.console_url, now)
+        user_id = self._next_id("users")
+        self._users[user_id] = _User(
+            id=user_id,
+            client_id=client.id,
+            email=boot.admin_email,
+            name=boot.admin_name,
+            role=Role.ADMINISTRATOR,
+            created_at=now,
+        )
+        self._tokens[boot.token_hash] = _Token(user_id=user_id, created_at=now)
+        return True
+
+    async def principal(self, token_hash: str, now: float) -> Principal | None:
+        token = self._tokens.get(token_hash)
+        if token is None or not token.valid(now):
+            return None
+        user = self._users[token.user_id]
+        return Principal(
+            client=self._clients[user.client_id], user_id=user.id, email=user.email, role=user.role
+        )
+
+    async def get_client(self, client_id: int) -> Client | None:
+        return self._clients.get(client_id)
+
+    async def create_client(self, name: str, cloud: str, console_url: str, now: float) -> Client:
+        return self._add_client(name, cloud, console_url, now)
+
+    def _add_client(self, name: str, cloud: str, console_url: str, now: float) -> Client:
+        client = Client(
+            id=self._next_id("clients"), name=name, cloud=cloud, console_url=console_url
+        )
+        self._clients[client.id] = client
+        self._client_created[client.id] = now
+        return client
+
+    # integrations -----------------------------------------------------------
+
+    def _visible(self, client_id: int, integration_id: int) -> Integration | None:
+        found = self._live(integration_id)
+        return found if found is not None and found.client_id == client_id else None
+
+    def _live(self, integration_id: int) -> Integration | None:
+        """An integration that is not deleted, whatever its client."""
+        if integration_id in self._deleted:
+            return None
+        return self._integrations.get(integration_id)
+
+    def _save(self, integration: Integration) -> Integration:
+        self._integrations[integration.id] = integration
+        return integration
+
+    async def create_integration(
+        self, client_id: int, settings: WebhookSettings, signing_secret: str, now: float
+    ) -> Integration:
+        return self._save(
+            Integration(
+                id=self._next_id("integrations"),
+                client_id=client_id,
+                settings=replace(settings, headers=dict(settings.headers)),
+                signing_secret=signing_secret,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+
+    async def get_integration(self, client_id: int, integration_id: int) -> Integration | None:
+        return self._visible(client_id, integration_id)
+
+    async def list_integrations(self, client_id: int) -> list[Integration]:
+        return self._of_client(client_id)
+
+    def _of_client(self, client_id: int) -> list[Integration]:
+        return [
+            found
+            for found in sorted(self._integrations.values(), key=lambda i: i.id)
+            if found.client_id == client_id and found.id not in self._deleted
+        ]
+
+    async def update_integration(
+        self, client_id: int, integration_id: int, settings: WebhookSettings, now: float
+    ) -> Integration | None:
+        before = self._visible(client_id, integration_id)
+        if before is None:
+            return None
+        enabled = settings.enabled
+        after = self._save(
+            replace(
+                before,
+                settings=replace(settings, headers=dict(settings.headers)),
+                auto_disabled=False if enabled else before.auto_disabled,
+                disabled_reason=None if enabled else before.disabled_reason,
+                updated_at=now,
+            )
+        )
+        if before.settings.enabled and not enabled:
+            self._cancel_queued(after, now)
+        return after
+
+    async def set_enabled(
+        self,
+        client_id: int,
+        integration_id: int,
+        *,
+        enabled: bool,
+        now: float,
+        reason: str | None = None,
+    ) -> Integration | None:
+        before = self._visible(client_id, integration_id)
+        if before is None:
+            return None
+        after = self._save(
+            replace(
+                before,
+                settings=replace(before.settings, enabled=enabled),
+                auto_disabled=False,
+                disabled_reason=None if enabled else reason,
+                # enabling starts afresh; disabling keeps the last error to show
+                last_error=None if enabled else before.last_error,
+                updated_at=now,
+            )
+        )
+        if not enabled:
+            self._cancel_queued(after, now)
+        return after
+
+    async def delete_integration(self, client_id: int, integration_id: int, now: float) -> bool:
+        before = self._visible(client_id, integration_id)
+        if before is None:
+            return False
+        self._save(
+            replace(before, settings=replace(before.settings, enabled=False), updated_at=now)
+        )
+        self._deleted.add(integration_id)
+        self._cancel_queued(before, now)
+        return True
+
+    def _cancel_queued(self, integration: Integration, now: float) -> None:
+        """Cancel waiting deliveries and turn queued notifications into cancelled deliveries."""
+        for row in self._deliveries.values():
+            if row.integration_id == integration.id and row.status in _WAITING:
+                row.status = DeliveryStatus.CANCELLED
+                row.next_attempt_at = None
+                row.updated_at = now
+        cancelled = DeliveryStatus.CANCELLED
+        while self._new_delivery(integration, now, status=cancelled, lease=None) is not None:
+            pass
+
+    async def queued_notifications(self, integration_id: int) -> int:
+        return len(self._outbox.get(integration_id, ()))
+
+    # ingestion ----------------------------------------------------------------
+
+    async def ingest(self, client_id: int, events: Sequence[NewEvent], now: float) -> int:
+        integrations = [found for found in self._of_client(client_id) if found.settings.enabled]
+        for event in events:
+            self._events.append(
+                _Event(id=self._next_id("events"), client_id=client_id, event=event, created_at=now)
+            )
+            if not self._notifies(client_id, event, now):
+                continue
+            for integration in integrations:
+                if integration.id != event.skip_integration and integration.wants(
+                    event.type, event.risk
+                ):
+                    self._outbox.setdefault(integration.id, []).append(event.notification)
+        return len(events)
+
+    def _notifies(self, client_id: int, event: NewEvent, now: float) -> bool:
+        """Whether an event notifies, counting hits against the sample (SPEC 2.1)."""
+        if not event.notify:
+            return False
+        if event.sample_key is None:
+            return True
+        key = (client_id, event.sample_key)
+        admitted, self._samples[key] = sampling.admit(self._samples.get(key), now)
+        return admitted
+
+    # delivery -------------------------------------------------------------------
+
+    async def claim(self, limits: ClaimLimits, now: float) -> list[Claim]:
+        slots = ClaimSlots(limits)
+        claims = self._claim_due(limits, slots, now)
+        claims.extend(self._claim_outbox(limits, slots, now, room=limits.limit - len(claims)))
+        return claims
+
+    def _lease(self, integration: Integration, limits: ClaimLimits, now: float) -> float:
+        return now + codec.lease_seconds(integration, limits.lease_margin)
+
+    def _claim_due(self, limits: ClaimLimits, slots: ClaimSlots, now: float) -> list[Claim]:
+        due = sorted(
+            (row for row in self._deliveries.values() if row.due(now)),
+            key=lambda row: (row.next_attempt_at, row.id),
+        )
+        claims: list[Claim] = []
+        for row in due[: limits.limit]:
+            integration = self._live(row.integration_id)
+            if (
+                integration is None
+                or not integration.settings.enabled
+                or not slots.take(integration.id)
+            ):
+                continue
+            claims.append(
+                Claim(
+                    delivery=row.record(),
+                    integration=integration,
+                    lease_until=self._lease(integration, limits, now),
+                )
+            )
+            row.lease_owner, row.lease_until = limits.owner, claims[-1].lease_until
+        return claims
+
+    def _claim_outbox(
+        self, limits: ClaimLimits, slots: ClaimSlots, now: float, *, room: int
+    ) -> list[Claim]:
+        claims: list[Claim] = []
+        for integration_id in sorted(self._outbox):
+            integration = self._live(integration_id)
+            if integration is None:
+                continue
+            lease = (limits.owner, self._lease(integration, limits, now))
+            while len(claims) < room and slots.take(integration_id):
+                delivery = self._new_delivery(
+                    integration,
+                    now,
+                    status=DeliveryStatus.PENDING,
+                    lease=lease,
+                    batch=limits.max_batch,
+                )
+                if delivery is None:
+                    slots.give_back(integration_id)
+                    break
+                claims.append(
+                    Claim(delivery=delivery, integration=integration, lease_until=lease[1])
+                )
+        return claims
+
+    def _new_delivery(
+        self,
+        integration: Integration,
+        now: float,
+        *,
+        status: DeliveryStatus,
+        lease: tuple[str, float] | None,
+        batch: int | None = None,
+    ) -> Delivery | None:
+        """Move up to one batch of the integration's queued notifications into a new delivery."""
+        queued = self._outbox.pop(integration.id, [])
+        size = batch or self._max_batch
+        taken, rest = queued[:size], queued[size:]
+        if rest:
+            self._outbox[integration.id] = rest
+        if not taken:
+            return None
+        row = _DeliveryRow(
+            id=self._next_id("deliveries"),
+            webhook_id=ids.webhook_id(),
+            integration_id=integration.id,
+            client_id=integration.client_id,
+            status=status,
+            notification_count=len(taken),
+            body=codec.batch_body(taken, integration),
+            next_attempt_at=now if status is DeliveryStatus.PENDING else None,
+            lease_owner=lease[0] if lease else None,
+            lease_until=lease[1] if lease else None,
+            created_at=now,
+            updated_at=now,
+        )
+        self._deliveries[row.id] = row
+        return row.record()
+
+    async def record_attempts(
+        self, records: Sequence[AttemptRecord], now: float
+    ) -> list[AutoDisabled]:
+        last_error: dict[int, str | None] = {}
+        for record in records:
+            self._record_attempt(record, now)
+            last_error[record.integration_id] = record.outcome.error
+        for integration_id, error in last_error.items():
+            found = self._integrations.get(integration_id)
+            if found is not None:
+                self._save(replace(found, last_error=error))
+        failing = {record.integration_id for record in records if not record.outcome.ok}
+        return [done for i in sorted(failing) if (done := self._auto_disable(i, now))]
+
+    def _record_attempt(self, record: AttemptRecord, now: float) -> None:
+        row = self._deliveries.get(record.delivery_id)
+        if row is None:
+            return
+        outcome = record.outcome
+        attempt = Attempt(
+            number=row.attempt_count + 1,
+            started_at=outcome.started_at,
+            duration_ms=outcome.duration_ms,
+            status_code=outcome.status_code,
+            error=outcome.error,
+            response_body=outcome.response_body,
+            request_size=outcome.request_size,
+        )
+        self._attempts.append(
+            _AttemptRow(
+                delivery_id=row.id,
+                integration_id=record.integration_id,
+                ok=outcome.ok,
+                attempt=attempt,
+            )
+        )
+        # A delivery cancelled while its request was in flight stays cancelled unless it succeeded.
+        keep_cancelled = (
+            row.status is DeliveryStatus.CANCELLED and record.status is not DeliveryStatus.DELIVERED
+        )
+        row.status = DeliveryStatus.CANCELLED if keep_cancelled else record.status
+        row.next_attempt_at = None if keep_cancelled else record.next_attempt_at
+        row.attempt_count += 1
+        row.failures += 0 if outcome.ok else 1
+        row.last_error = outcome.error
+        row.lease_owner = row.lease_until = None
+        row.updated_at = now
+
+    def _auto_disable(self, integration_id: int, now: float) -> AutoDisabled | None:
+        window = retry.AUTO_DISABLE_WINDOW
+        recent = [
+            row
+            for row in self._attempts
+            if row.integration_id == integration_id and row.attempt.started_at >= now - window
+        ]
+        requests, failures = len(recent), sum(not row.ok for row in recent)
+        if not retry.should_auto_disable(requests, failures):
+            return None
+        found = self._live(integration_id)
+        if found is None or not found.settings.enabled:
+            return None
+        reason = (
+            f"{failures} of {requests} requests failed ({failures / requests:.0%}) "
+            f"in the last {window / 3600:.0f} hours"
+        )
+        integration = self._save(
+            replace(
+                found,
+                settings=replace(found.settings, enabled=False),
+                auto_disabled=True,
+                disabled_reason=reason,
+                updated_at=now,
+            )
+        )
+        self._cancel_queued(integration, now)
+        return AutoDisabled(
+            integration=integration, requests=requests, failures=failures, window_seconds=window
+        )
+
+    async def next_due(self) -> float | None:
+        times = [
+            row.lease_until if row.lease_until is not None else row.next_attempt_at
+            for row in self._deliveries.values()
+            if row.status in _WAITING
+        ]
+        return min((t for t in times if t is not None), default=None)
+
+    async def list_deliveries(
+        self, client_id: int, integration_id: int, *, limit: int, before: int | None
+    ) -> list[Delivery]:
+        rows = [
+            row
+            for row in self._deliveries.values()
+            if row.client_id == client_id
+            and row.integration_id == integration_id
+            and (before is None or row.id < before)
+        ]
+        rows.sort(key=lambda row: row.id, reverse=True)
+        return [self._with_attempts(row) for row in rows[:limit]]
+
+    async def get_delivery(self, client_id: int, delivery_id: int) -> Delivery | None:
+        row = self._deliveries.get(delivery_id)
+        if row is None or row.client_id != client_id:
+            return None
+        return self._with_attempts(row)
+
+    async def resend(self, client_id: int, delivery_id: int, now: float) -> Delivery:
+        row = self._deliveries.get(delivery_id)
+        if row is None or row.client_id != client_id:
+            raise NotFound(f"delivery {delivery_id} not found")
+        _check_resendable(row.status, self._visible(client_id, row.integration_id))
+        row.status = DeliveryStatus.PENDING
+        row.failures = 0
+        row.next_attempt_at = now
+        row.lease_owner = row.lease_until = None
+        row.updated_at = now
+        return self._with_attempts(row)
+
+    def _with_attempts(self, row: _DeliveryRow) -> Delivery:
+        attempts = [a.attempt for a in self._attempts if a.delivery_id == row.id]
+        return row.record(sorted(attempts, key=lambda attempt: attempt.number))
+
+
+def _check_resendable(status: DeliveryStatus, integration: Integration | None) -> None:
+    if status not in (DeliveryStatus.FAILED, DeliveryStatus.CANCELLED):
+        raise Conflict(f"only failed or cancelled deliveries can be re-sent; this one is {status}")
+    if integration is None:
+        raise Conflict("the integration of this delivery was deleted")
+    if not integration.settings.enabled:
+        raise Conflict("enable the integration before re-sending its deliveries")
