@@ -114,6 +114,7 @@ class Integration:
     disabled_reason: str | None = None
     auto_disabled: bool = False
     last_error: str | None = None
+    enabled_at: float = 0.0
     created_at: float
     updated_at: float
 

@@ -759,3 +759,52 @@ async def test_the_delivery_log_pages_newest_first(store: Store, client: Client)
     assert pages == [[4, 3], [2, 1], [0]]
     [newest] = await store.list_deliveries(client.id, integration.id, limit=1, before=None)
     assert [a.status_code for a in newest.attempts] == [200]
+
+
+async def test_re_enabling_starts_the_auto_disable_count_afresh(
+    store: Store, client: Client
+) -> None:
+    integration = await hook(store, client)
+    await store.ingest(client.id, [event(1)], T0)
+    claimed = await claim_one(store)
+    [fired] = await attempts(store, claimed, [False] * 10, T0)
+    assert fired.integration.status is IntegrationStatus.AUTO_DISABLED
+
+    await store.set_enabled(client.id, integration.id, enabled=True, now=T0 + 60)
+    await store.ingest(client.id, [event(2)], T0 + 60)
+    again = await claim_one(store, T0 + 60)
+    reported = await attempts(store, again, [False] * 3, T0 + 61)
+
+    assert reported == []
+    found = await store.get_integration(client.id, integration.id)
+    assert found is not None
+    assert found.status is IntegrationStatus.FAILING
+
+
+async def test_enabling_through_update_is_a_fresh_start_too(store: Store, client: Client) -> None:
+    integration = await hook(store, client)
+    await store.ingest(client.id, [event(1)], T0)
+    await attempts(store, await claim_one(store), [False] * 10, T0)
+
+    updated = await store.update_integration(client.id, integration.id, settings(), T0 + 60)
+
+    assert updated is not None
+    assert updated.status is IntegrationStatus.ACTIVE
+    assert updated.last_error is None
+
+
+async def test_due_retries_of_a_saturated_integration_do_not_starve_others(
+    store: Store, client: Client
+) -> None:
+    busy = await hook(store, client, "busy", events=(EventType.HIT,))
+    await store.ingest(client.id, events(3), T0)
+    for claimed in await claim(store, max_batch=1):
+        await store.record_attempts([record(claimed, T0, ok=False, next_at=T0 + 1)], T0)
+    other = await hook(store, client, "other", events=(EventType.VULN,))
+    await store.ingest(client.id, [event(9, EventType.VULN)], T0)
+    [first] = await claim(store, T0, max_batch=1)
+    await store.record_attempts([record(first, T0, ok=False, next_at=T0 + 1)], T0)
+
+    claims = await claim(store, T0 + 2, limit=1, in_flight={busy.id: 4})
+
+    assert [c.integration.id for c in claims] == [other.id]

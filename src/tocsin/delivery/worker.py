@@ -114,8 +114,10 @@ class Dispatcher:
         timeout = self._settings.poll_interval
         with contextlib.suppress(StoreError):
             due = await self._store.next_due()
-            if due is not None:
-                timeout = min(timeout, max(0.0, due - self._clock.now()))
+            # A due time already past belongs to an integration with no free slot:
+            # the request that frees one wakes us, so there is nothing to poll for.
+            if due is not None and due > self._clock.now():
+                timeout = min(timeout, due - self._clock.now())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
 

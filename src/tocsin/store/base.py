@@ -50,6 +50,10 @@ class ClaimLimits:
     lease_margin: float
     limit: int = 1000
 
+    def saturated(self) -> list[int]:
+        """Integrations with no free slot: their due deliveries must not take up the claim."""
+        return [key for key, used in self.in_flight.items() if used >= self.max_in_flight]
+
 
 class ClaimSlots:
     """Free in-flight slots per integration during one claim (shared by the stores)."""

@@ -69,6 +69,7 @@ def integration_from_row(row: Row) -> Integration:
         disabled_reason=row["disabled_reason"],
         auto_disabled=bool(row["auto_disabled"]),
         last_error=row["last_error"],
+        enabled_at=row["enabled_at"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )

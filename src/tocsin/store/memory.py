@@ -216,6 +216,7 @@ class MemoryStore:
                 client_id=client_id,
                 settings=replace(settings, headers=dict(settings.headers)),
                 signing_secret=signing_secret,
+                enabled_at=now,
                 created_at=now,
                 updated_at=now,
             )
@@ -241,12 +242,15 @@ class MemoryStore:
         if before is None:
             return None
         enabled = settings.enabled
+        fresh = enabled and not before.settings.enabled  # the same fresh start as set_enabled
         after = self._save(
             replace(
                 before,
                 settings=replace(settings, headers=dict(settings.headers)),
                 auto_disabled=False if enabled else before.auto_disabled,
                 disabled_reason=None if enabled else before.disabled_reason,
+                last_error=None if fresh else before.last_error,
+                enabled_at=now if fresh else before.enabled_at,
                 updated_at=now,
             )
         )
@@ -274,6 +278,7 @@ class MemoryStore:
                 disabled_reason=None if enabled else reason,
                 # enabling starts afresh; disabling keeps the last error to show
                 last_error=None if enabled else before.last_error,
+                enabled_at=now if enabled and not before.settings.enabled else before.enabled_at,
                 updated_at=now,
             )
         )
@@ -345,8 +350,13 @@ class MemoryStore:
         return now + codec.lease_seconds(integration, limits.lease_margin)
 
     def _claim_due(self, limits: ClaimLimits, slots: ClaimSlots, now: float) -> list[Claim]:
+        busy = set(limits.saturated())
         due = sorted(
-            (row for row in self._deliveries.values() if row.due(now)),
+            (
+                row
+                for row in self._deliveries.values()
+                if row.due(now) and row.integration_id not in busy
+            ),
             key=lambda row: (row.next_attempt_at, row.id),
         )
         claims: list[Claim] = []
@@ -477,10 +487,12 @@ class MemoryStore:
 
     def _auto_disable(self, integration_id: int, now: float) -> AutoDisabled | None:
         window = retry.AUTO_DISABLE_WINDOW
+        current = self._live(integration_id)
+        since = max(now - window, current.enabled_at if current else 0.0)
         recent = [
             row
             for row in self._attempts
-            if row.integration_id == integration_id and row.attempt.started_at >= now - window
+            if row.integration_id == integration_id and row.attempt.started_at >= since
         ]
         requests, failures = len(recent), sum(not row.ok for row in recent)
         if not retry.should_auto_disable(requests, failures):

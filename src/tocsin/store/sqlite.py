@@ -7,6 +7,7 @@ so the event loop never waits on disk and SQLite sees a single writer.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -314,7 +315,8 @@ class SqliteStore:
     def _claim_due(
         self, conn: sqlite3.Connection, limits: ClaimLimits, slots: ClaimSlots, now: float
     ) -> list[Claim]:
-        rows = conn.execute(Q["due_deliveries"], {"now": now, "limit": limits.limit}).fetchall()
+        params = {"now": now, "limit": limits.limit, "busy": json.dumps(limits.saturated())}
+        rows = conn.execute(Q["due_deliveries"], params).fetchall()
         cache = _IntegrationCache(conn)
         claims: list[Claim] = []
         for row in rows:
@@ -434,7 +436,9 @@ class SqliteStore:
         self, conn: sqlite3.Connection, integration_id: int, now: float
     ) -> AutoDisabled | None:
         window = retry.AUTO_DISABLE_WINDOW
-        params = {"integration_id": integration_id, "since": now - window}
+        found = conn.execute(Q["integration_by_id_any_client"], {"id": integration_id}).fetchone()
+        since = max(now - window, found["enabled_at"])
+        params = {"integration_id": integration_id, "since": since}
         requests, failures = conn.execute(Q["attempt_stats"], params).fetchone()
         if not retry.should_auto_disable(requests, failures):
             return None

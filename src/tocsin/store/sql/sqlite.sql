@@ -31,8 +31,8 @@ WHERE t.token_hash = :token_hash AND t.revoked_at IS NULL
 SELECT id, name, cloud, console_url FROM clients WHERE id = :id;
 
 -- name: insert_integration
-INSERT INTO integrations (client_id, settings, enabled, signing_secret, created_at, updated_at)
-VALUES (:client_id, :settings, :enabled, :signing_secret, :now, :now);
+INSERT INTO integrations (client_id, settings, enabled, signing_secret, enabled_at, created_at, updated_at)
+VALUES (:client_id, :settings, :enabled, :signing_secret, :now, :now, :now);
 
 -- name: integration_by_id
 SELECT * FROM integrations WHERE id = :id AND client_id = :client_id AND deleted_at IS NULL;
@@ -44,14 +44,19 @@ SELECT * FROM integrations WHERE client_id = :client_id AND deleted_at IS NULL O
 SELECT * FROM integrations WHERE client_id = :client_id AND deleted_at IS NULL AND enabled = 1;
 
 -- name: update_integration_settings
-UPDATE integrations SET settings = :settings, enabled = :enabled, updated_at = :now,
+-- Turning `enabled` on here is the same as the enable call: a fresh start.
+UPDATE integrations SET settings = :settings, updated_at = :now,
+    enabled_at = CASE WHEN :enabled AND NOT enabled THEN :now ELSE enabled_at END,
+    last_error = CASE WHEN :enabled AND NOT enabled THEN NULL ELSE last_error END,
     auto_disabled = CASE WHEN :enabled THEN 0 ELSE auto_disabled END,
-    disabled_reason = CASE WHEN :enabled THEN NULL ELSE disabled_reason END
+    disabled_reason = CASE WHEN :enabled THEN NULL ELSE disabled_reason END,
+    enabled = :enabled
 WHERE id = :id AND client_id = :client_id AND deleted_at IS NULL;
 
 -- name: enable_integration
 UPDATE integrations SET enabled = 1, auto_disabled = 0, disabled_reason = NULL,
-    last_error = NULL, updated_at = :now
+    last_error = NULL, updated_at = :now,
+    enabled_at = CASE WHEN enabled THEN enabled_at ELSE :now END
 WHERE id = :id AND client_id = :client_id AND deleted_at IS NULL;
 
 -- name: disable_integration
@@ -90,6 +95,7 @@ ON CONFLICT (client_id, key) DO UPDATE SET started_at = excluded.started_at, cou
 SELECT * FROM deliveries
 WHERE status IN ('pending', 'retrying') AND next_attempt_at <= :now
   AND (lease_until IS NULL OR lease_until <= :now)
+  AND integration_id NOT IN (SELECT value FROM json_each(:busy))
 ORDER BY next_attempt_at LIMIT :limit;
 
 -- name: lease_delivery

@@ -38,6 +38,7 @@ CREATE TABLE integrations (
     disabled_reason TEXT,
     last_error      TEXT,
     signing_secret  TEXT NOT NULL,
+    enabled_at      REAL NOT NULL,  -- the auto-disable rule counts requests from here
     created_at      REAL NOT NULL,
     updated_at      REAL NOT NULL,
     deleted_at      REAL
