@@ -14,6 +14,7 @@ import trustme
 
 from tocsin.api import create_app
 from tocsin.config import Settings
+from tocsin.crypto import Vault
 from tocsin.receiver import Receiver, Respond, always_ok
 from tocsin.service import Tocsin
 from tocsin.store.sqlite import SqliteStore
@@ -109,10 +110,11 @@ async def start_tocsin(tmp_path: Path) -> AsyncIterator[StartTocsin]:
 
     async def start(**overrides: Any) -> Running:
         settings = make_settings(tmp_path, **overrides)
+        vault = Vault([Vault.generate_key()])
         store = SqliteStore(
-            tmp_path / "tocsin.db", synchronous="NORMAL", max_batch=settings.max_batch
+            tmp_path / "tocsin.db", vault=vault, synchronous="NORMAL", max_batch=settings.max_batch
         )
-        runtime = Tocsin(settings, store)
+        runtime = Tocsin(settings, store, vault=vault)
         await runtime.start()
         transport = httpx.ASGITransport(app=create_app(runtime))
         api = httpx.AsyncClient(

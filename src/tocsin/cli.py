@@ -14,6 +14,7 @@ import click
 
 from tocsin import __version__
 from tocsin.config import DEFAULT_DATABASE_URL, Settings, parse_networks
+from tocsin.crypto import Vault, open_vault
 from tocsin.errors import TocsinError
 from tocsin.receiver import Received, Reply
 from tocsin.store import open_store
@@ -29,6 +30,17 @@ def _database_option(fn: F) -> F:
         default=DEFAULT_DATABASE_URL,
         show_default=True,
         help="sqlite:///path.db (embedded).",
+    )(fn)
+
+
+def _secret_key_option(fn: F) -> F:
+    return click.option(
+        "--secret-key",
+        envvar="TOCSIN_SECRET_KEY",
+        show_envvar=True,
+        default=None,
+        help="Fernet key(s) encrypting stored secrets, current first, comma-separated. "
+        "Default: a key file beside the SQLite database (created with mode 0600).",
     )(fn)
 
 
@@ -52,11 +64,12 @@ def main() -> None:
 
 @main.command()
 @_database_option
-def migrate(database_url: str) -> None:
+@_secret_key_option
+def migrate(database_url: str, secret_key: str | None) -> None:
     """Bring the database schema up to date."""
 
     async def go() -> list[int]:
-        store = open_store(database_url)
+        store = open_store(database_url, vault=open_vault(secret_key, database_url))
         try:
             return await store.migrate()
         finally:
@@ -66,12 +79,41 @@ def migrate(database_url: str) -> None:
     click.echo(f"applied migrations {applied}" if applied else "schema is up to date")
 
 
+@main.command("generate-key")
+def generate_key() -> None:
+    """Print a new secret key for TOCSIN_SECRET_KEY."""
+    click.echo(Vault.generate_key().decode())
+
+
+@main.command("rotate-key")
+@_database_option
+@_secret_key_option
+def rotate_key(database_url: str, secret_key: str | None) -> None:
+    """Re-encrypt every stored secret under the first (current) key.
+
+    Put the new key first in TOCSIN_SECRET_KEY (or the key file), keep the old one after
+    it, run this, then drop the old key. API tokens stay valid while their key is listed.
+    """
+
+    async def go() -> int:
+        store = open_store(database_url, vault=open_vault(secret_key, database_url))
+        try:
+            await store.migrate()
+            return await store.reencrypt()
+        finally:
+            await store.close()
+
+    count = _guard(lambda: _run(go()))
+    click.echo(f"re-encrypted the secrets of {count} integrations")
+
+
 def _opt(name: str, env: str, **kwargs: Any) -> Callable[[F], F]:
     return click.option(name, envvar=env, show_envvar=True, show_default=True, **kwargs)
 
 
 @main.command()
 @_database_option
+@_secret_key_option
 @_opt("--host", "TOCSIN_HOST", default="127.0.0.1", help="Address to listen on.")
 @_opt(
     "--port", "TOCSIN_PORT", default=8080, type=click.IntRange(1, 65535), help="Port to listen on."
@@ -146,10 +188,14 @@ async def _serve(settings: Settings) -> None:
     from tocsin.api import create_app  # noqa: PLC0415
     from tocsin.service import Tocsin  # noqa: PLC0415
 
+    vault = open_vault(settings.secret_key, settings.database_url)
     store = open_store(
-        settings.database_url, synchronous=settings.sqlite_synchronous, max_batch=settings.max_batch
+        settings.database_url,
+        vault=vault,
+        synchronous=settings.sqlite_synchronous,
+        max_batch=settings.max_batch,
     )
-    runtime = Tocsin(settings, store)
+    runtime = Tocsin(settings, store, vault=vault)
     token = await runtime.start()
     if token is not None:
         click.echo(f"Created the first administrator. API token (shown once): {token}", err=True)

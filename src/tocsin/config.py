@@ -28,6 +28,7 @@ class Settings:
     allow_http: bool = False
     allowed_networks: tuple[Network, ...] = ()
     admin_token: str | None = None
+    secret_key: str | None = None
     max_batch: int = 500
     max_in_flight: int = 4
     lease_margin: float = 10.0

@@ -49,6 +49,9 @@ def _hit_event(
     if bad := formats.hit_type_error(raw):
         expected = formats.HIT_FIELD_TYPES[bad]
         raise InvalidEvent(f"{bad} must be of JSON type {_type_name(expected)}", f"[{index}].{bad}")
+    if raw.get("host") is not None and not isinstance(raw["host"], str):
+        # `host` becomes `domain` when the sensor sends no domain, so it is text too.
+        raise InvalidEvent("host must be of JSON type string", f"[{index}].host")
     experimental = raw.get("experimental", False)
     if not isinstance(experimental, bool):
         raise InvalidEvent("experimental must be true or false", f"[{index}].experimental")
@@ -68,26 +71,32 @@ _VULN_STRINGS = ("domain", "method", "parameter", "path", "title", "discovered_b
 def vuln_events(
     body: Any, settings: formats.NotifySettings, *, new_id: Callable[[], int]
 ) -> list[NewEvent]:
-    """POST /vulnerabilities: one object or an array of them."""
-    items = body if isinstance(body, list) else [body]
-    return [_vuln_event(raw, index, settings, new_id) for index, raw in enumerate(items)]
+    """POST /vulnerabilities: one object or an array of them.
+
+    Errors in an array name `[index].field`; in a single object, just `field`.
+    """
+    if isinstance(body, dict):
+        return [_vuln_event(body, "", settings, new_id)]
+    if not isinstance(body, list):
+        raise InvalidEvent("the body must be a vulnerability object or an array of them", "body")
+    return [_vuln_event(raw, f"[{index}]", settings, new_id) for index, raw in enumerate(body)]
 
 
 def _vuln_event(
-    raw: Any, index: int, settings: formats.NotifySettings, new_id: Callable[[], int]
+    raw: Any, where: str, settings: formats.NotifySettings, new_id: Callable[[], int]
 ) -> NewEvent:
-    where = f"[{index}]"
     if not isinstance(raw, dict):
         raise InvalidEvent("each vulnerability must be a JSON object", where)
+    prefix = f"{where}." if where else ""
     for key in _VULN_STRINGS:
         if raw.get(key) is not None and not isinstance(raw[key], str):
-            raise InvalidEvent(f"{key} must be a string", f"{where}.{key}")
+            raise InvalidEvent(f"{key} must be a string", f"{prefix}{key}")
     vuln_id = raw.get("id")
     if vuln_id is not None and (isinstance(vuln_id, bool) or not isinstance(vuln_id, int | str)):
-        raise InvalidEvent("id must be an integer or a string", f"{where}.id")
+        raise InvalidEvent("id must be an integer or a string", f"{prefix}id")
     threat = raw.get("threat")
     if threat is not None and formats.normalize_threat(threat) is None:
-        raise InvalidEvent("threat must be High, Medium or Low", f"{where}.threat")
+        raise InvalidEvent("threat must be High, Medium or Low", f"{prefix}threat")
     vuln = formats.normalize_vuln(raw)
     if vuln["id"] is None:
         vuln["id"] = new_id()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 
 
@@ -21,11 +20,6 @@ def signing_secret() -> str:
 def api_token() -> str:
     """A new API token, shown once."""
     return f"tcs_{secrets.token_urlsafe(32)}"
-
-
-def token_hash(token: str) -> str:
-    """What the database keeps of a token (tokens are high-entropy: no salt needed)."""
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def hit_id(client_id: int) -> list[str]:

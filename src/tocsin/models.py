@@ -63,6 +63,7 @@ class Role(StrEnum):
 
 
 ALL_RISK_LEVELS = (RiskLevel.HIGH, RiskLevel.MEDIUM, RiskLevel.LOW)
+SECRET_OVERLAP = 24 * 3600.0  # after a rotation, both signatures are sent this long
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -115,8 +116,18 @@ class Integration:
     auto_disabled: bool = False
     last_error: str | None = None
     enabled_at: float = 0.0
+    previous_signing_secret: str | None = None
+    secret_rotated_at: float | None = None
     created_at: float
     updated_at: float
+
+    def signing_secrets(self, now: float) -> list[str]:
+        """The secrets to sign with: the current one, and for 24 h after a rotation the old one."""
+        secrets = [self.signing_secret]
+        rotated = self.secret_rotated_at
+        if self.previous_signing_secret and rotated is not None and now - rotated < SECRET_OVERLAP:
+            secrets.append(self.previous_signing_secret)
+        return secrets
 
     @property
     def status(self) -> IntegrationStatus:

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from tocsin import events, formats, ids
 from tocsin.clock import Clock, SystemClock
 from tocsin.config import Settings
+from tocsin.crypto import Vault
 from tocsin.delivery import Dispatcher, Sender, guard
 from tocsin.errors import TargetRefused
 from tocsin.models import Client, Integration, NewEvent
@@ -25,11 +26,13 @@ class Tocsin:
         settings: Settings,
         store: Store,
         *,
+        vault: Vault,
         clock: Clock | None = None,
         sender: Sender | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
+        self.vault = vault
         self.clock = clock or SystemClock()
         self.sender = sender or Sender(allowed_networks=settings.allowed_networks, clock=self.clock)
         self.dispatcher = Dispatcher(
@@ -61,7 +64,7 @@ class Tocsin:
             console_url=self.settings.effective_console_url,
             admin_email="admin@localhost",
             admin_name="Administrator",
-            token_hash=ids.token_hash(token),
+            token_hash=self.vault.token_digest(token),
         )
         created = await self.store.bootstrap(boot, self.clock.now())
         return token if created else None

@@ -22,7 +22,7 @@ def test_request_headers_sign_the_exact_body_and_let_users_override_content_type
         headers={"content-type": "text/plain", "X-Key": "k"},
         format=BodyFormat.NDJSON,
     )
-    headers = sender.request_headers(settings, SECRET, "msg_1", b"{}\n", 1700000000)
+    headers = sender.request_headers(settings, [SECRET], "msg_1", b"{}\n", 1700000000)
     assert headers["content-type"] == "text/plain"
     assert "Content-Type" not in headers
     assert headers["X-Key"] == "k"

@@ -13,7 +13,8 @@ from typing import Any
 import orjson
 import pytest
 
-from tocsin import formats, ids
+from tocsin import formats
+from tocsin.crypto import Vault
 from tocsin.errors import Conflict, NotFound
 from tocsin.models import (
     AttemptOutcome,
@@ -36,7 +37,8 @@ from tocsin.store.sqlite import SqliteStore
 
 T0 = 1_700_000_000.0
 HOUR = 3600.0
-TOKEN_HASH = ids.token_hash("tcs_contract_admin")
+VAULT = Vault([Vault.generate_key()])
+TOKEN_HASH = VAULT.token_digest("tcs_contract_admin")
 BOOT = Bootstrap(
     client_name="Acme",
     cloud="EU",
@@ -133,7 +135,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     made: Store = (
         MemoryStore()
         if request.param == "memory"
-        else SqliteStore(tmp_path / "t.db", synchronous="NORMAL")
+        else SqliteStore(tmp_path / "t.db", vault=VAULT, synchronous="NORMAL")
     )
     await made.migrate()
     yield made
@@ -143,7 +145,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 @pytest.fixture
 async def client(store: Store) -> Client:
     assert await store.bootstrap(BOOT, T0)
-    principal = await store.principal(TOKEN_HASH, T0)
+    principal = await store.principal([TOKEN_HASH], T0)
     assert principal is not None
     return principal.client
 
@@ -173,7 +175,7 @@ async def test_bootstrap_creates_the_first_client_and_administrator_once(store: 
     assert await store.bootstrap(BOOT, T0)
     assert not await store.bootstrap(BOOT, T0 + 1)
 
-    principal = await store.principal(TOKEN_HASH, T0 + 2)
+    principal = await store.principal([TOKEN_HASH], T0 + 2)
     assert principal is not None
     assert principal.email == "admin@acme.test"
     assert principal.role is Role.ADMINISTRATOR
@@ -183,7 +185,7 @@ async def test_bootstrap_creates_the_first_client_and_administrator_once(store: 
 
 
 async def test_an_unknown_token_is_nobody(store: Store, client: Client) -> None:
-    assert await store.principal(ids.token_hash("tcs_guessed"), T0) is None
+    assert await store.principal([VAULT.token_digest("tcs_guessed")], T0) is None
     assert await store.get_client(client.id + 100) is None
 
 

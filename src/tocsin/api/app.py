@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import JSONResponse
 
 from tocsin import __version__
 from tocsin.api import deliveries, errors, ingest, integrations
-from tocsin.api.deps import Service
+from tocsin.api.deps import Service, known_ids
 from tocsin.errors import StoreError
 from tocsin.service import Tocsin
 
@@ -38,7 +38,7 @@ def create_app(runtime: Tocsin, *, manage_lifecycle: bool = False) -> FastAPI:
     )
     app.state.tocsin = runtime
     errors.install(app)
-    api = APIRouter(prefix="/api/v1")
+    api = APIRouter(prefix="/api/v1", dependencies=[Depends(known_ids)])
     api.include_router(integrations.router)
     api.include_router(ingest.router)
     api.include_router(deliveries.router)

@@ -8,8 +8,8 @@ import orjson
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from tocsin import ids
 from tocsin.api.errors import ApiError
+from tocsin.errors import NotFound
 from tocsin.models import Principal
 from tocsin.service import Tocsin
 
@@ -30,15 +30,29 @@ async def principal(
 ) -> Principal:
     if credentials is None:
         raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>")
-    found = await runtime.store.principal(
-        ids.token_hash(credentials.credentials), runtime.clock.now()
-    )
+    digests = runtime.vault.token_digests(credentials.credentials)
+    found = await runtime.store.principal(digests, runtime.clock.now())
     if found is None:
         raise ApiError(401, "unauthorized", "the token is unknown, expired or revoked")
     return found
 
 
 Caller = Annotated[Principal, Depends(principal)]
+
+_MAX_ID = 2**63 - 1  # ids are 64-bit database integers
+
+
+async def known_ids(request: Request, _: Caller) -> None:
+    """An `{..._id}` in the path that is no 64-bit integer names nothing: 404, not 422 or 500."""
+    for name, value in request.path_params.items():
+        if not name.endswith("_id"):
+            continue
+        try:
+            number = int(value)
+        except ValueError:
+            number = None
+        if number is None or abs(number) > _MAX_ID:
+            raise NotFound(f"{name.removesuffix('_id')} {value} not found")
 
 
 async def json_body(request: Request) -> Any:
@@ -47,12 +61,12 @@ async def json_body(request: Request) -> Any:
     limit = runtime.settings.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "too_large", f"the body exceeds {limit} bytes")
+        raise ApiError(413, "too_large", f"the body exceeds {limit} bytes", "body")
     body = b""
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise ApiError(413, "too_large", f"the body exceeds {limit} bytes")
+            raise ApiError(413, "too_large", f"the body exceeds {limit} bytes", "body")
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -37,20 +38,31 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def _field(loc: tuple[object, ...]) -> str | None:
-    parts = [str(part) for part in loc if part not in ("body", "query", "path", "header")]
+def field_of(loc: Sequence[object]) -> str | None:
+    """`("body", "events", 1)` -> `events[1]`; the whole body is `body`."""
+    parts = [str(part) for part in loc]
+    source = parts.pop(0) if parts and parts[0] in ("body", "query", "path", "header") else None
     text = ""
     for part in parts:
         text += f"[{part}]" if part.isdigit() else (f".{part}" if text else part)
-    return text or None
+    return text or source
 
 
 async def _validation(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)  # noqa: S101 - registered for this type
     first = exc.errors()[0]
-    field = _field(tuple(first.get("loc", ())))
+    loc = tuple(first.get("loc", ()))
+    kind = first.get("type")
+    if kind == "json_invalid":
+        where = f" at character {loc[1]}" if len(loc) > 1 else ""
+        reason = str(first.get("ctx", {}).get("error", "syntax error"))
+        message = f"the body is not valid JSON: {reason}{where}"
+        return error_response(400, "bad_json", message, "body")
+    if kind == "missing" and loc == ("body",):
+        return error_response(400, "bad_json", "the body is empty; send a JSON object", "body")
+    field = field_of(loc)
     message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
-    if first.get("type") == "extra_forbidden":
+    if kind == "extra_forbidden":
         message = "unknown field"
     return error_response(422, "invalid", f"{field}: {message}" if field else message, field)
 

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from tocsin import formats, ids
 from tocsin.api.deps import Caller, Service
-from tocsin.api.errors import ApiError
+from tocsin.api.errors import ApiError, field_of
 from tocsin.api.schemas import IntegrationIn, IntegrationOut, TestResult, settings_dict
 from tocsin.errors import NotFound
 from tocsin.models import BodyFormat, Integration, Principal, WebhookSettings
@@ -48,7 +48,7 @@ async def list_all(runtime: Service, caller: Caller) -> list[IntegrationOut]:
 @router.post("/test", response_model=TestResult)
 async def test_unsaved(body: IntegrationIn, runtime: Service, caller: Caller) -> TestResult:
     await runtime.check_target(body.url)
-    return await _send_test(runtime, caller, body.to_settings(), ids.signing_secret())
+    return await _send_test(runtime, caller, body.to_settings(), [ids.signing_secret()])
 
 
 @router.get("/{integration_id}", response_model=IntegrationOut)
@@ -77,7 +77,7 @@ async def patch(
         body = IntegrationIn.model_validate(merged)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or None
+        field = field_of(first["loc"])
         message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
         raise ApiError(
             422, "invalid", f"{field}: {message.removeprefix('Value error, ')}", field
@@ -142,18 +142,19 @@ async def _switch(
 @router.post("/{integration_id}/test", response_model=TestResult)
 async def test_saved(integration_id: int, runtime: Service, caller: Caller) -> TestResult:
     integration = await _get(runtime, caller, integration_id)
-    return await _send_test(runtime, caller, integration.settings, integration.signing_secret)
+    secrets = integration.signing_secrets(runtime.clock.now())
+    return await _send_test(runtime, caller, integration.settings, secrets)
 
 
 async def _send_test(
-    runtime: Tocsin, caller: Principal, settings: WebhookSettings, secret: str
+    runtime: Tocsin, caller: Principal, settings: WebhookSettings, signing_secrets: list[str]
 ) -> TestResult:
     """Send the test message once, now, whatever the integration's format: always a JSON array."""
     message = formats.encode(formats.test_message(runtime.notify_settings(caller.client)))
     body = formats.render_body([message], BodyFormat.JSON_ARRAY)
     outcome = await runtime.sender.send(
         replace(settings, format=BodyFormat.JSON_ARRAY),
-        secret=secret,
+        secrets=signing_secrets,
         webhook_id=f"msg_test_{secrets.token_urlsafe(12)}",
         body=body,
     )

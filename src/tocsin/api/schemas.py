@@ -20,7 +20,8 @@ from pydantic.types import Strict
 
 from tocsin.models import BodyFormat, EventType, Integration, RiskLevel, WebhookSettings
 
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+# RFC 9110 token; matched with fullmatch, since `$` would also accept a trailing newline.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
 _OWNED_HEADERS = frozenset(
     {
@@ -97,7 +98,7 @@ class IntegrationIn(BaseModel):
     def _headers(cls, value: dict[str, str]) -> dict[str, str]:
         size = 0
         for name, text in value.items():
-            if not _TOKEN.match(name):
+            if not _TOKEN.fullmatch(name):
                 raise ValueError(f"header name {name!r} is not a valid HTTP token")
             lowered = name.lower()
             if lowered in _OWNED_HEADERS or lowered.startswith("proxy-"):

@@ -54,12 +54,17 @@ class Sender:
             self._session = None
 
     async def send(
-        self, settings: WebhookSettings, *, secret: str, webhook_id: str, body: bytes
+        self,
+        settings: WebhookSettings,
+        *,
+        secrets: Sequence[str],
+        webhook_id: str,
+        body: bytes,
     ) -> AttemptOutcome:
         """POST (or PUT) the body once; no retries."""
         started_at = self._clock.now()
         start = time.perf_counter()
-        status, error, text = await self._exchange(settings, secret, webhook_id, body, started_at)
+        status, error, text = await self._exchange(settings, secrets, webhook_id, body, started_at)
         return AttemptOutcome(
             ok=error is None,
             status_code=status,
@@ -71,9 +76,14 @@ class Sender:
         )
 
     async def _exchange(
-        self, settings: WebhookSettings, secret: str, webhook_id: str, body: bytes, now: float
+        self,
+        settings: WebhookSettings,
+        secrets: Sequence[str],
+        webhook_id: str,
+        body: bytes,
+        now: float,
     ) -> tuple[int | None, str | None, str | None]:
-        headers = request_headers(settings, secret, webhook_id, body, int(now))
+        headers = request_headers(settings, secrets, webhook_id, body, int(now))
         limits = aiohttp.ClientTimeout(
             total=None, sock_connect=settings.connection_timeout, sock_read=settings.request_timeout
         )
@@ -108,7 +118,11 @@ class Sender:
 
 
 def request_headers(
-    settings: WebhookSettings, secret: str, webhook_id: str, body: bytes, timestamp: int
+    settings: WebhookSettings,
+    secrets: Sequence[str],
+    webhook_id: str,
+    body: bytes,
+    timestamp: int,
 ) -> dict[str, str]:
     """Content-Type and User-Agent (the user's headers may override them), then signatures."""
     headers = {"Content-Type": formats.content_type(settings.format), "User-Agent": USER_AGENT}
@@ -116,7 +130,7 @@ def request_headers(
     for name, value in settings.headers.items():
         headers.pop(lowered.get(name.lower(), name), None)
         headers[name] = value
-    headers.update(signing.headers(secret, webhook_id, timestamp, body))
+    headers.update(signing.headers(secrets, webhook_id, timestamp, body))
     return headers
 
 

@@ -134,7 +134,7 @@ class Dispatcher:
         try:
             outcome = await self._sender.send(
                 integration.settings,
-                secret=integration.signing_secret,
+                secrets=integration.signing_secrets(self._clock.now()),
                 webhook_id=delivery.webhook_id,
                 body=delivery.body,
             )

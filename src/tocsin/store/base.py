@@ -101,7 +101,9 @@ class Store(Protocol):
         """Create the first client and administrator if there is no client; True if created."""
         ...
 
-    async def principal(self, token_hash: str, now: float) -> Principal | None: ...
+    async def principal(self, token_hashes: Sequence[str], now: float) -> Principal | None:
+        """The user holding a token, given the token's digest under each key (crypto.Vault)."""
+        ...
 
     async def get_client(self, client_id: int) -> Client | None: ...
 
@@ -138,6 +140,16 @@ class Store(Protocol):
 
     async def delete_integration(self, client_id: int, integration_id: int, now: float) -> bool:
         """Remove from view and cancel queued deliveries (kept in the log)."""
+        ...
+
+    async def rotate_signing_secret(
+        self, client_id: int, integration_id: int, secret: str, now: float
+    ) -> Integration | None:
+        """Make `secret` current; the old one is still signed with for 24 h."""
+        ...
+
+    async def reencrypt(self) -> int:
+        """Re-encrypt every stored secret under the current key; return how many rows."""
         ...
 
     async def queued_notifications(self, integration_id: int) -> int:

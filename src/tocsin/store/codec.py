@@ -8,6 +8,7 @@ from typing import Any, Protocol
 import orjson
 
 from tocsin import formats
+from tocsin.crypto import Vault
 from tocsin.models import (
     Attempt,
     BodyFormat,
@@ -26,53 +27,71 @@ class Row(Protocol):
     def __getitem__(self, key: str, /) -> Any: ...
 
 
-def settings_json(settings: WebhookSettings) -> str:
-    """The settings column: everything but `enabled`, which has a column of its own."""
-    return orjson.dumps(
-        {
-            "name": settings.name,
-            "url": settings.url,
-            "method": settings.method,
-            "headers": settings.headers,
-            "ca_certificate": settings.ca_certificate,
-            "verify_tls": settings.verify_tls,
-            "request_timeout": settings.request_timeout,
-            "connection_timeout": settings.connection_timeout,
-            "format": settings.format.value,
-            "events": [event.value for event in settings.events],
-            "vuln_risk_levels": [level.value for level in settings.vuln_risk_levels],
-        }
-    ).decode()
+class Secrets:
+    """Integration rows <-> records, with header values and signing secrets encrypted at rest."""
 
+    def __init__(self, vault: Vault) -> None:
+        self.vault = vault
 
-def integration_from_row(row: Row) -> Integration:
-    data = orjson.loads(row["settings"])
-    settings = WebhookSettings(
-        name=data["name"],
-        url=data["url"],
-        method=data["method"],
-        headers=dict(data["headers"]),
-        ca_certificate=data["ca_certificate"],
-        verify_tls=data["verify_tls"],
-        request_timeout=data["request_timeout"],
-        connection_timeout=data["connection_timeout"],
-        format=BodyFormat(data["format"]),
-        events=tuple(EventType(event) for event in data["events"]),
-        vuln_risk_levels=tuple(RiskLevel(level) for level in data["vuln_risk_levels"]),
-        enabled=bool(row["enabled"]),
-    )
-    return Integration(
-        id=row["id"],
-        client_id=row["client_id"],
-        settings=settings,
-        signing_secret=row["signing_secret"],
-        disabled_reason=row["disabled_reason"],
-        auto_disabled=bool(row["auto_disabled"]),
-        last_error=row["last_error"],
-        enabled_at=row["enabled_at"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-    )
+    def settings_json(self, settings: WebhookSettings) -> str:
+        """The settings column: everything but `enabled`; header values encrypted."""
+        headers = self.vault.encrypt(orjson.dumps(settings.headers).decode())
+        return orjson.dumps(
+            {
+                "name": settings.name,
+                "url": settings.url,
+                "method": settings.method,
+                "headers": headers,
+                "ca_certificate": settings.ca_certificate,
+                "verify_tls": settings.verify_tls,
+                "request_timeout": settings.request_timeout,
+                "connection_timeout": settings.connection_timeout,
+                "format": settings.format.value,
+                "events": [event.value for event in settings.events],
+                "vuln_risk_levels": [level.value for level in settings.vuln_risk_levels],
+            }
+        ).decode()
+
+    def seal(self, secret: str | None) -> str | None:
+        return None if secret is None else self.vault.encrypt(secret)
+
+    def integration(self, row: Row) -> Integration:
+        data = orjson.loads(row["settings"])
+        settings = WebhookSettings(
+            name=data["name"],
+            url=data["url"],
+            method=data["method"],
+            headers=dict(orjson.loads(self.vault.decrypt(data["headers"]))),
+            ca_certificate=data["ca_certificate"],
+            verify_tls=data["verify_tls"],
+            request_timeout=data["request_timeout"],
+            connection_timeout=data["connection_timeout"],
+            format=BodyFormat(data["format"]),
+            events=tuple(EventType(event) for event in data["events"]),
+            vuln_risk_levels=tuple(RiskLevel(level) for level in data["vuln_risk_levels"]),
+            enabled=bool(row["enabled"]),
+        )
+        previous = row["previous_signing_secret"]
+        return Integration(
+            id=row["id"],
+            client_id=row["client_id"],
+            settings=settings,
+            signing_secret=self.vault.decrypt(row["signing_secret"]),
+            previous_signing_secret=None if previous is None else self.vault.decrypt(previous),
+            secret_rotated_at=row["secret_rotated_at"],
+            disabled_reason=row["disabled_reason"],
+            auto_disabled=bool(row["auto_disabled"]),
+            last_error=row["last_error"],
+            enabled_at=row["enabled_at"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+        )
+
+    def reencrypted_settings(self, stored: str) -> str:
+        """A settings column with its encrypted headers re-encrypted under the current key."""
+        data = orjson.loads(stored)
+        data["headers"] = self.vault.rotate(data["headers"])
+        return orjson.dumps(data).decode()
 
 
 def delivery_from_row(row: Row, attempts: Sequence[Attempt] = ()) -> Delivery:

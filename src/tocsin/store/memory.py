@@ -168,8 +168,8 @@ class MemoryStore:
         self._tokens[boot.token_hash] = _Token(user_id=user_id, created_at=now)
         return True
 
-    async def principal(self, token_hash: str, now: float) -> Principal | None:
-        token = self._tokens.get(token_hash)
+    async def principal(self, token_hashes: Sequence[str], now: float) -> Principal | None:
+        token = next((self._tokens[h] for h in token_hashes if h in self._tokens), None)
         if token is None or not token.valid(now):
             return None
         user = self._users[token.user_id]
@@ -307,6 +307,25 @@ class MemoryStore:
         cancelled = DeliveryStatus.CANCELLED
         while self._new_delivery(integration, now, status=cancelled, lease=None) is not None:
             pass
+
+    async def rotate_signing_secret(
+        self, client_id: int, integration_id: int, secret: str, now: float
+    ) -> Integration | None:
+        before = self._visible(client_id, integration_id)
+        if before is None:
+            return None
+        return self._save(
+            replace(
+                before,
+                signing_secret=secret,
+                previous_signing_secret=before.signing_secret,
+                secret_rotated_at=now,
+                updated_at=now,
+            )
+        )
+
+    async def reencrypt(self) -> int:
+        return 0  # nothing is kept at rest
 
     async def queued_notifications(self, integration_id: int) -> int:
         return len(self._outbox.get(integration_id, ()))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tocsin import ids, retry, sampling
+from tocsin.crypto import Vault
 from tocsin.errors import Conflict, MigrationError, NotFound, StoreError
 from tocsin.models import (
     AttemptRecord,
@@ -40,12 +41,15 @@ _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 class SqliteStore:
     """Store on one SQLite file."""
 
-    def __init__(self, path: Path, *, synchronous: str = "FULL", max_batch: int = 500) -> None:
+    def __init__(
+        self, path: Path, *, vault: Vault, synchronous: str = "FULL", max_batch: int = 500
+    ) -> None:
         if synchronous.upper() not in _SYNCHRONOUS:
             raise StoreError(f"sqlite synchronous must be one of {', '.join(_SYNCHRONOUS)}")
         self._path = path
         self._synchronous = synchronous.upper()
         self._max_batch = max_batch
+        self._codec = codec.Secrets(vault)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tocsin-sqlite")
         self._conn: sqlite3.Connection | None = None
 
@@ -125,11 +129,10 @@ class SqliteStore:
 
         return await self._run(tx)
 
-    async def principal(self, token_hash: str, now: float) -> Principal | None:
+    async def principal(self, token_hashes: Sequence[str], now: float) -> Principal | None:
         def tx(conn: sqlite3.Connection) -> Principal | None:
-            row = conn.execute(
-                Q["principal_by_token"], {"token_hash": token_hash, "now": now}
-            ).fetchone()
+            params = {"token_hashes": json.dumps(list(token_hashes)), "now": now}
+            row = conn.execute(Q["principal_by_token"], params).fetchone()
             if row is None:
                 return None
             client = Client(id=row[0], name=row[1], cloud=row[2], console_url=row[3])
@@ -163,13 +166,13 @@ class SqliteStore:
                 "insert_integration",
                 {
                     "client_id": client_id,
-                    "settings": codec.settings_json(settings),
+                    "settings": self._codec.settings_json(settings),
                     "enabled": settings.enabled,
-                    "signing_secret": signing_secret,
+                    "signing_secret": self._codec.seal(signing_secret),
                     "now": now,
                 },
             )
-            return _integration(conn, client_id, new_id)
+            return _integration(conn, self._codec, client_id, new_id)
 
         return await self._run(tx)
 
@@ -178,14 +181,14 @@ class SqliteStore:
             row = conn.execute(
                 Q["integration_by_id"], {"id": integration_id, "client_id": client_id}
             ).fetchone()
-            return None if row is None else codec.integration_from_row(row)
+            return None if row is None else self._codec.integration(row)
 
         return await self._run(tx)
 
     async def list_integrations(self, client_id: int) -> list[Integration]:
         def tx(conn: sqlite3.Connection) -> list[Integration]:
             rows = conn.execute(Q["integrations_of_client"], {"client_id": client_id})
-            return [codec.integration_from_row(row) for row in rows]
+            return [self._codec.integration(row) for row in rows]
 
         return await self._run(tx)
 
@@ -198,12 +201,12 @@ class SqliteStore:
             if before is None:
                 return None
             params = key | {
-                "settings": codec.settings_json(settings),
+                "settings": self._codec.settings_json(settings),
                 "enabled": settings.enabled,
                 "now": now,
             }
             conn.execute(Q["update_integration_settings"], params)
-            after = _integration(conn, client_id, integration_id)
+            after = _integration(conn, self._codec, client_id, integration_id)
             if before["enabled"] and not settings.enabled:
                 self._cancel_queued(conn, after, now)
             return after
@@ -229,7 +232,7 @@ class SqliteStore:
                 ).rowcount
             if not changed:
                 return None
-            integration = _integration(conn, client_id, integration_id)
+            integration = _integration(conn, self._codec, client_id, integration_id)
             if not enabled:
                 self._cancel_queued(conn, integration, now)
             return integration
@@ -243,7 +246,7 @@ class SqliteStore:
             if row is None:
                 return False
             conn.execute(Q["delete_integration"], key | {"now": now})
-            self._cancel_queued(conn, codec.integration_from_row(row), now)
+            self._cancel_queued(conn, self._codec.integration(row), now)
             return True
 
         return await self._run(tx)
@@ -260,6 +263,37 @@ class SqliteStore:
         while self._new_delivery(conn, integration, now, status=cancelled, lease=None) is not None:
             pass
 
+    async def rotate_signing_secret(
+        self, client_id: int, integration_id: int, secret: str, now: float
+    ) -> Integration | None:
+        def tx(conn: sqlite3.Connection) -> Integration | None:
+            key = {"id": integration_id, "client_id": client_id}
+            row = conn.execute(Q["integration_by_id"], key).fetchone()
+            if row is None:
+                return None
+            params = key | {"secret": self._codec.seal(secret), "now": now}
+            conn.execute(Q["rotate_signing_secret"], params)
+            return _integration(conn, self._codec, client_id, integration_id)
+
+        return await self._run(tx)
+
+    async def reencrypt(self) -> int:
+        def tx(conn: sqlite3.Connection) -> int:
+            rows = conn.execute(Q["all_integration_secrets"]).fetchall()
+            vault = self._codec.vault
+            for row in rows:
+                previous = row["previous_signing_secret"]
+                params = {
+                    "id": row["id"],
+                    "settings": self._codec.reencrypted_settings(row["settings"]),
+                    "signing_secret": vault.rotate(row["signing_secret"]),
+                    "previous": None if previous is None else vault.rotate(previous),
+                }
+                conn.execute(Q["store_integration_secrets"], params)
+            return len(rows)
+
+        return await self._run(tx)
+
     async def queued_notifications(self, integration_id: int) -> int:
         def tx(conn: sqlite3.Connection) -> int:
             return int(
@@ -273,7 +307,7 @@ class SqliteStore:
     async def ingest(self, client_id: int, events: Sequence[NewEvent], now: float) -> int:
         def tx(conn: sqlite3.Connection) -> int:
             rows = conn.execute(Q["enabled_integrations_of_client"], {"client_id": client_id})
-            integrations = [codec.integration_from_row(row) for row in rows]
+            integrations = [self._codec.integration(row) for row in rows]
             outbox: list[dict[str, int]] = []
             for event in events:
                 event_id = _insert(
@@ -317,7 +351,7 @@ class SqliteStore:
     ) -> list[Claim]:
         params = {"now": now, "limit": limits.limit, "busy": json.dumps(limits.saturated())}
         rows = conn.execute(Q["due_deliveries"], params).fetchall()
-        cache = _IntegrationCache(conn)
+        cache = _IntegrationCache(conn, self._codec)
         claims: list[Claim] = []
         for row in rows:
             integration = cache.get(row["integration_id"])
@@ -350,7 +384,7 @@ class SqliteStore:
         *,
         room: int,
     ) -> list[Claim]:
-        cache = _IntegrationCache(conn)
+        cache = _IntegrationCache(conn, self._codec)
         claims: list[Claim] = []
         for (integration_id,) in conn.execute(Q["outbox_integrations"]).fetchall():
             integration = cache.get(integration_id)
@@ -450,7 +484,7 @@ class SqliteStore:
         if not conn.execute(Q["auto_disable_integration"], key).rowcount:
             return None
         row = conn.execute(Q["integration_by_id_any_client"], {"id": integration_id}).fetchone()
-        integration = codec.integration_from_row(row)
+        integration = self._codec.integration(row)
         self._cancel_queued(conn, integration, now)
         return AutoDisabled(
             integration=integration, requests=requests, failures=failures, window_seconds=window
@@ -546,11 +580,13 @@ def _insert(conn: sqlite3.Connection, name: str, params: Mapping[str, Any]) -> i
     return cursor.lastrowid
 
 
-def _integration(conn: sqlite3.Connection, client_id: int, integration_id: int) -> Integration:
+def _integration(
+    conn: sqlite3.Connection, secrets: codec.Secrets, client_id: int, integration_id: int
+) -> Integration:
     row = conn.execute(
         Q["integration_by_id"], {"id": integration_id, "client_id": client_id}
     ).fetchone()
-    return codec.integration_from_row(row)
+    return secrets.integration(row)
 
 
 def _notifies(conn: sqlite3.Connection, client_id: int, event: NewEvent, now: float) -> bool:
@@ -611,8 +647,9 @@ def _check_resendable(status: DeliveryStatus, integration: sqlite3.Row | None) -
 
 
 class _IntegrationCache:
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, secrets: codec.Secrets) -> None:
         self._conn = conn
+        self._secrets = secrets
         self._seen: dict[int, Integration | None] = {}
 
     def get(self, integration_id: int) -> Integration | None:
@@ -623,7 +660,7 @@ class _IntegrationCache:
             found = (
                 None
                 if row is None or row["deleted_at"] is not None
-                else codec.integration_from_row(row)
+                else self._secrets.integration(row)
             )
             self._seen[integration_id] = found
         return self._seen[integration_id]

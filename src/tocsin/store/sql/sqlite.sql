@@ -24,7 +24,7 @@ INSERT INTO tokens (user_id, token_hash, created_at) VALUES (:user_id, :token_ha
 -- name: principal_by_token
 SELECT c.id, c.name, c.cloud, c.console_url, u.id, u.email, u.role
 FROM tokens t JOIN users u ON u.id = t.user_id JOIN clients c ON c.id = u.client_id
-WHERE t.token_hash = :token_hash AND t.revoked_at IS NULL
+WHERE t.token_hash IN (SELECT value FROM json_each(:token_hashes)) AND t.revoked_at IS NULL
   AND (t.expires_at IS NULL OR t.expires_at > :now);
 
 -- name: client_by_id
@@ -176,4 +176,17 @@ FROM attempts WHERE delivery_id = :delivery_id ORDER BY number;
 -- name: requeue_delivery
 UPDATE deliveries SET status = 'pending', failures = 0, next_attempt_at = :now,
     lease_owner = NULL, lease_until = NULL, updated_at = :now
+WHERE id = :id;
+
+-- name: rotate_signing_secret
+UPDATE integrations SET previous_signing_secret = signing_secret, signing_secret = :secret,
+    secret_rotated_at = :now, updated_at = :now
+WHERE id = :id AND client_id = :client_id AND deleted_at IS NULL;
+
+-- name: all_integration_secrets
+SELECT id, settings, signing_secret, previous_signing_secret FROM integrations;
+
+-- name: store_integration_secrets
+UPDATE integrations SET settings = :settings, signing_secret = :signing_secret,
+    previous_signing_secret = :previous
 WHERE id = :id;

@@ -18,6 +18,7 @@ CREATE TABLE users (
     UNIQUE (client_id, email)
 );
 
+-- token_hash: HMAC-SHA256 of the token under a key derived from the secret key.
 CREATE TABLE tokens (
     id         INTEGER PRIMARY KEY,
     user_id    INTEGER NOT NULL REFERENCES users (id),
@@ -37,7 +38,9 @@ CREATE TABLE integrations (
     auto_disabled   INTEGER NOT NULL DEFAULT 0,
     disabled_reason TEXT,
     last_error      TEXT,
-    signing_secret  TEXT NOT NULL,
+    signing_secret  TEXT NOT NULL,  -- encrypted (crypto.Vault), as are header values in settings
+    previous_signing_secret TEXT,   -- still signed with for 24 h after a rotation
+    secret_rotated_at REAL,
     enabled_at      REAL NOT NULL,  -- the auto-disable rule counts requests from here
     created_at      REAL NOT NULL,
     updated_at      REAL NOT NULL,

@@ -1,0 +1,97 @@
+"""Secrets at rest: encryption of stored secrets and keyed digests of API tokens.
+
+Keys are Fernet keys (urlsafe base64 of 32 bytes). The first key encrypts; every
+key decrypts, so a key is rotated by putting a new one first, running
+`tocsin rotate-key`, then dropping the old one. API tokens are stored as
+HMAC-SHA256 digests under each key's MAC key: a leaked database without the key
+gives an attacker neither tokens nor a way to test guesses offline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+from tocsin.config import sqlite_path
+from tocsin.errors import ConfigError, TocsinError
+
+PREFIX = "enc:v1:"
+
+
+class DecryptionError(TocsinError):
+    """A stored secret cannot be decrypted with any configured key."""
+
+
+class Vault:
+    """Encrypts and decrypts stored secrets with a list of keys, the first one current."""
+
+    def __init__(self, keys: Sequence[bytes]) -> None:
+        if not keys:
+            raise ConfigError("at least one secret key is needed")
+        try:
+            self._fernet = MultiFernet([Fernet(key) for key in keys])
+        except ValueError as exc:
+            raise ConfigError(
+                "TOCSIN_SECRET_KEY: each key must be 32 url-safe base64-encoded bytes "
+                "(make one with `tocsin generate-key`)"
+            ) from exc
+        self._mac_keys = [hashlib.sha256(b"tocsin-token-mac:" + key).digest() for key in keys]
+
+    @classmethod
+    def generate_key(cls) -> bytes:
+        return Fernet.generate_key()
+
+    def encrypt(self, text: str) -> str:
+        return PREFIX + self._fernet.encrypt(text.encode()).decode()
+
+    def decrypt(self, stored: str) -> str:
+        if not stored.startswith(PREFIX):
+            raise DecryptionError("a stored secret is not encrypted")
+        try:
+            return self._fernet.decrypt(stored.removeprefix(PREFIX).encode()).decode()
+        except InvalidToken as exc:
+            raise DecryptionError(
+                "a stored secret cannot be decrypted: is TOCSIN_SECRET_KEY (or the key file) "
+                "the one it was written with?"
+            ) from exc
+
+    def rotate(self, stored: str) -> str:
+        """The same secret, encrypted with the current key."""
+        return PREFIX + self._fernet.rotate(stored.removeprefix(PREFIX).encode()).decode()
+
+    def token_digest(self, token: str) -> str:
+        """What is stored for a new token (under the current key)."""
+        return self.token_digests(token)[0]
+
+    def token_digests(self, token: str) -> list[str]:
+        """A token's digest under every key, current first, to look it up after a rotation."""
+        return [hmac.new(key, token.encode(), hashlib.sha256).hexdigest() for key in self._mac_keys]
+
+
+def open_vault(secret_key: str | None, database_url: str) -> Vault:
+    """The vault of a deployment: TOCSIN_SECRET_KEY, else a key file beside the SQLite file."""
+    path = sqlite_path(database_url)
+    key_file = None if path is None else path.with_name(path.name + ".key")
+    return Vault(load_keys(secret_key, key_file))
+
+
+def load_keys(secret_key: str | None, key_file: Path | None) -> list[bytes]:
+    """Keys from TOCSIN_SECRET_KEY (comma-separated, current first), else from the key file.
+
+    Without either, a new key file is created with mode 0600.
+    """
+    if secret_key:
+        return [part.strip().encode() for part in secret_key.split(",") if part.strip()]
+    if key_file is None:
+        raise ConfigError("set TOCSIN_SECRET_KEY: there is no database file to keep a key beside")
+    if not key_file.exists():
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(Vault.generate_key() + b"\n")
+    return [line.strip() for line in key_file.read_bytes().splitlines() if line.strip()]
