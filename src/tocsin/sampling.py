@@ -27,3 +27,25 @@ def admit(window: SampleWindow | None, now: float) -> tuple[bool, SampleWindow]:
     if window.count >= SAMPLE_LIMIT:
         return False, window
     return True, SampleWindow(started_at=window.started_at, count=window.count + 1)
+
+
+def admit_all(
+    windows: dict[str, SampleWindow], keys: list[str | None], now: float
+) -> tuple[list[bool], dict[str, SampleWindow]]:
+    """`admit` for a batch: which hits notify, and the windows that changed.
+
+    `windows` holds the stored window of every key in `keys` that has one; a key
+    of None (not a hit) always notifies.
+    """
+    current = dict(windows)
+    changed: dict[str, SampleWindow] = {}
+    admitted = []
+    for key in keys:
+        if key is None:
+            admitted.append(True)
+            continue
+        ok, after = admit(current.get(key), now)
+        if after != current.get(key):
+            current[key] = changed[key] = after
+        admitted.append(ok)
+    return admitted, changed

@@ -308,27 +308,25 @@ class SqliteStore:
         def tx(conn: sqlite3.Connection) -> int:
             rows = conn.execute(Q["enabled_integrations_of_client"], {"client_id": client_id})
             integrations = [self._codec.integration(row) for row in rows]
-            outbox: list[dict[str, int]] = []
-            for event in events:
-                event_id = _insert(
-                    conn,
-                    "insert_event",
-                    {
-                        "client_id": client_id,
-                        "type": event.type.value,
-                        "payload": event.payload,
-                        "notification": event.notification,
-                        "now": now,
-                    },
-                )
-                if not _notifies(conn, client_id, event, now):
-                    continue
-                outbox.extend(
-                    {"integration_id": integration.id, "event_id": event_id}
-                    for integration in integrations
-                    if integration.id != event.skip_integration
-                    and integration.wants(event.type, event.risk)
-                )
+            # The write lock is ours (BEGIN IMMEDIATE): ids can be assigned up front,
+            # so every statement below runs once per batch, not once per event.
+            first = conn.execute(Q["next_event_id"]).fetchone()[0]
+            conn.executemany(
+                Q["insert_event"],
+                [
+                    (first + n, client_id, e.type.value, e.payload, e.notification, now)
+                    for n, e in enumerate(events)
+                ],
+            )
+            notify = _sampled(conn, client_id, events, now)
+            outbox = [
+                (integration.id, first + n)
+                for n, event in enumerate(events)
+                if notify[n]
+                for integration in integrations
+                if integration.id != event.skip_integration
+                and integration.wants(event.type, event.risk)
+            ]
             conn.executemany(Q["insert_outbox"], outbox)
             return len(events)
 
@@ -589,21 +587,22 @@ def _integration(
     return secrets.integration(row)
 
 
-def _notifies(conn: sqlite3.Connection, client_id: int, event: NewEvent, now: float) -> bool:
-    """Whether an event notifies, counting hits against the sample (SPEC 2.1)."""
-    if not event.notify:
-        return False
-    if event.sample_key is None:
-        return True
-    key = {"client_id": client_id, "key": event.sample_key}
-    row = conn.execute(Q["sample_window"], key).fetchone()
-    window = None if row is None else sampling.SampleWindow(started_at=row[0], count=row[1])
-    admitted, after = sampling.admit(window, now)
-    if after != window:
-        conn.execute(
-            Q["upsert_sample_window"], key | {"started_at": after.started_at, "count": after.count}
-        )
-    return admitted
+def _sampled(
+    conn: sqlite3.Connection, client_id: int, events: Sequence[NewEvent], now: float
+) -> list[bool]:
+    """Which events notify: not the silent ones, and hits only within the sample (SPEC 2.1)."""
+    keys = [event.sample_key if event.notify else None for event in events]
+    wanted = json.dumps([key for key in keys if key is not None])
+    windows = {
+        row[0]: sampling.SampleWindow(started_at=row[1], count=row[2])
+        for row in conn.execute(Q["sample_windows"], (client_id, wanted))
+    }
+    admitted, changed = sampling.admit_all(windows, keys, now)
+    conn.executemany(
+        Q["upsert_sample_window"],
+        [(client_id, key, w.started_at, w.count) for key, w in changed.items()],
+    )
+    return [ok and event.notify for ok, event in zip(admitted, events, strict=True)]
 
 
 def _attempt_params(record: AttemptRecord) -> dict[str, Any]:

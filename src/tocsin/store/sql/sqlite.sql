@@ -77,19 +77,26 @@ WHERE integration_id = :integration_id AND status IN ('pending', 'retrying');
 -- name: count_outbox
 SELECT count(*) FROM outbox WHERE integration_id = :integration_id;
 
+-- name: next_event_id
+SELECT coalesce(max(id), 0) + 1 FROM events;
+
 -- name: insert_event
-INSERT INTO events (client_id, type, payload, notification, created_at)
-VALUES (:client_id, :type, :payload, :notification, :now);
+-- Positional: run with executemany, one row per event.
+INSERT INTO events (id, client_id, type, payload, notification, created_at) VALUES (?, ?, ?, ?, ?, ?);
 
 -- name: insert_outbox
-INSERT INTO outbox (integration_id, event_id) VALUES (:integration_id, :event_id);
+INSERT INTO outbox (integration_id, event_id) VALUES (?, ?);
 
--- name: sample_window
-SELECT started_at, count FROM hit_samples WHERE client_id = :client_id AND key = :key;
+-- name: sample_windows
+SELECT key, started_at, count FROM hit_samples
+WHERE client_id = ? AND key IN (SELECT value FROM json_each(?));
 
 -- name: upsert_sample_window
-INSERT INTO hit_samples (client_id, key, started_at, count) VALUES (:client_id, :key, :started_at, :count)
+INSERT INTO hit_samples (client_id, key, started_at, count) VALUES (?, ?, ?, ?)
 ON CONFLICT (client_id, key) DO UPDATE SET started_at = excluded.started_at, count = excluded.count;
+
+-- name: prune_sample_windows
+DELETE FROM hit_samples WHERE started_at < :before;
 
 -- name: due_deliveries
 SELECT * FROM deliveries
