@@ -55,11 +55,10 @@ def _hit_event(
     experimental = raw.get("experimental", False)
     if not isinstance(experimental, bool):
         raise InvalidEvent("experimental must be true or false", f"[{index}].experimental")
-    hit = formats.normalize_hit(raw, now=int(now), generated_id=new_id())
+    hit = formats.normalize_hit(raw, now=int(now), new_id=new_id)
     return NewEvent(
         type=EventType.HIT,
-        payload=orjson.dumps(hit),
-        notification=formats.encode(formats.hit_notification(hit, settings)),
+        notification=formats.encode_hit_notification(orjson.dumps(hit), settings),
         sample_key=formats.sample_key(hit),
         notify=not experimental,
     )
@@ -102,7 +101,6 @@ def _vuln_event(
         vuln["id"] = new_id()
     return NewEvent(
         type=EventType.VULN,
-        payload=orjson.dumps(raw),
         notification=formats.encode(formats.vuln_notification(vuln, settings)),
         risk=formats.risk_of(vuln),
     )
@@ -141,7 +139,6 @@ def integration_event(
     )
     return NewEvent(
         type=EventType.SYSTEM,
-        payload=orjson.dumps(subject | {"event": notification_type, "actor": actor}),
         notification=formats.encode(notification),
         skip_integration=integration.id if quiet else None,
     )

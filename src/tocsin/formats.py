@@ -5,8 +5,9 @@ Pure: no I/O, no clock. SPEC section 2; the golden vectors in shared/vectors tes
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +60,11 @@ HIT_FIELD_TYPES: Mapping[str, type | tuple[type, ...]] = {
     "anomaly": (int, float),
 }
 
+_HIT_KEYS = tuple(HIT_FIELD_TYPES)
+_HIT_DEFAULTS: Mapping[str, Any] = {
+    key: [] if expected is list else None for key, expected in HIT_FIELD_TYPES.items()
+}
+
 VULN_FIELDS = (
     "domain",
     "id",
@@ -78,37 +84,36 @@ _SAMPLE_FIELDS = ("type", "parameter", "domain", "path", "method", "response_sta
 
 def hit_type_error(hit: Mapping[str, Any]) -> str | None:
     """Name the first known hit field whose value has the wrong JSON type, if any."""
-    for key, expected in HIT_FIELD_TYPES.items():
+    for key in _HIT_KEYS:
         value = hit.get(key)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, expected):
+        if isinstance(value, bool) or not isinstance(value, HIT_FIELD_TYPES[key]):
             return key
     return None
 
 
-def normalize_hit(raw: Mapping[str, Any], *, now: int, generated_id: list[str]) -> JSON:
+def normalize_hit(raw: Mapping[str, Any], *, now: int, new_id: Callable[[], list[str]]) -> JSON:
     """The hit object as notified: every reported field, plus the required keys."""
-    hit: JSON = dict(raw)
-    if hit.get("domain") is None and hit.get("host") is not None:
+    hit: JSON = {key: [] if value == [] else value for key, value in _HIT_DEFAULTS.items()}
+    hit.update(raw)
+    if hit["domain"] is None and hit.get("host") is not None:
         hit["domain"] = hit["host"]
-    for key, expected in HIT_FIELD_TYPES.items():
-        if key not in hit:
-            hit[key] = [] if expected is list else None
     if hit["create_time"] is None:
         hit["create_time"] = now
     if not hit["id"]:
-        hit["id"] = generated_id
+        hit["id"] = new_id()
     hit["object_type"] = "hit"
     return hit
 
 
-def sample_key(hit: Mapping[str, Any]) -> str:
-    """A digest shared by identical hits, for the first-5-per-hour sampling."""
+def sample_key(hit: Mapping[str, Any]) -> int:
+    """A 64-bit digest shared by identical hits, for the first-5-per-hour sampling."""
     source = hit.get("remote_addr4") or hit.get("remote_addr6") or ""
     parts = [hit.get(name) for name in _SAMPLE_FIELDS]
     parts.append(source)
-    return hashlib.sha256(orjson.dumps(parts)).hexdigest()
+    digest = hashlib.blake2b(orjson.dumps(parts), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def hit_notification(hit: Mapping[str, Any], settings: NotifySettings) -> JSON:
@@ -122,6 +127,26 @@ def hit_notification(hit: Mapping[str, Any], settings: NotifySettings) -> JSON:
             "hit": dict(hit),
         },
     }
+
+
+def encode_hit_notification(hit_json: bytes, settings: NotifySettings) -> bytes:
+    """`encode(hit_notification(hit, settings))` from the hit's JSON, without re-encoding it."""
+    return _hit_prefix(settings) + hit_json + b"}}"
+
+
+@functools.lru_cache(maxsize=256)
+def _hit_prefix(settings: NotifySettings) -> bytes:
+    marker = b'"hit":null}}'
+    empty = orjson.dumps(hit_notification_shell(settings))
+    if not empty.endswith(marker):
+        raise AssertionError("hit notification layout changed")
+    return empty[: -len(b"null}}")]
+
+
+def hit_notification_shell(settings: NotifySettings) -> JSON:
+    notification = hit_notification({}, settings)
+    notification["details"]["hit"] = None
+    return notification
 
 
 def normalize_threat(value: Any) -> str | None:

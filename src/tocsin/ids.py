@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import secrets
+from collections.abc import Callable
 
 
 def webhook_id() -> str:
@@ -22,6 +24,9 @@ def api_token() -> str:
     return f"tcs_{secrets.token_urlsafe(32)}"
 
 
-def hit_id(client_id: int) -> list[str]:
-    """An id for a hit the sensor sent without one: the same two-string shape as Wallarm's."""
-    return [f"hits_tocsin_{client_id}", secrets.token_hex(8)]
+def hit_ids(client_id: int) -> Callable[[], list[str]]:
+    """Ids for the hits of one request that came without one: one random draw per request."""
+    batch = f"{secrets.token_hex(6)}{{:04x}}"
+    counter = itertools.count()
+    prefix = f"hits_tocsin_{client_id}"
+    return lambda: [prefix, batch.format(next(counter))]

@@ -158,10 +158,9 @@ class NewEvent:
     """
 
     type: EventType
-    payload: bytes
     notification: bytes
     risk: RiskLevel | None = None
-    sample_key: str | None = None
+    sample_key: int | None = None
     notify: bool = True
     skip_integration: int | None = None
 

@@ -30,15 +30,15 @@ def admit(window: SampleWindow | None, now: float) -> tuple[bool, SampleWindow]:
 
 
 def admit_all(
-    windows: dict[str, SampleWindow], keys: list[str | None], now: float
-) -> tuple[list[bool], dict[str, SampleWindow]]:
+    windows: dict[int, SampleWindow], keys: list[int | None], now: float
+) -> tuple[list[bool], dict[int, SampleWindow]]:
     """`admit` for a batch: which hits notify, and the windows that changed.
 
     `windows` holds the stored window of every key in `keys` that has one; a key
     of None (not a hit) always notifies.
     """
     current = dict(windows)
-    changed: dict[str, SampleWindow] = {}
+    changed: dict[int, SampleWindow] = {}
     admitted = []
     for key in keys:
         if key is None:

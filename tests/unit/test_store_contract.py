@@ -64,7 +64,7 @@ def settings(name: str = "hook", **fields: Any) -> WebhookSettings:
 
 def event(n: int = 0, kind: EventType = EventType.HIT, **fields: Any) -> NewEvent:
     notification = formats.encode({"summary": f"event {n}", "details": {"n": n}})
-    return NewEvent(type=kind, payload=notification, notification=notification, **fields)
+    return NewEvent(type=kind, notification=notification, **fields)
 
 
 def events(count: int, kind: EventType = EventType.HIT, start: int = 0) -> list[NewEvent]:

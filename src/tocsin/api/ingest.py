@@ -55,7 +55,7 @@ async def report_hits(body: Body, runtime: Service, caller: Caller) -> Accepted:
         body,
         runtime.notify_settings(client),
         now=runtime.clock.now(),
-        new_id=lambda: ids.hit_id(client.id),
+        new_id=ids.hit_ids(client.id),
     )
     return Accepted(accepted=await runtime.ingest(client, new))
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import ssl
+import unicodedata
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -22,7 +24,9 @@ from tocsin.models import BodyFormat, EventType, Integration, RiskLevel, Webhook
 
 # RFC 9110 token; matched with fullmatch, since `$` would also accept a trailing newline.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_CONTROL = re.compile(r"[\x00-\x20\x7f]")
+_HOST_NAME = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?")
+# No top-level domain is numeric: a name ending so is an IP address in another spelling.
+_NUMERIC_LABEL = re.compile(r"0x[0-9a-f]*|[0-9]+", re.IGNORECASE)
 _OWNED_HEADERS = frozenset(
     {
         "host",
@@ -73,14 +77,15 @@ class IntegrationIn(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not value.strip() or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):  # noqa: PLR2004
+        visible = [ch for ch in value if not ch.isspace() and unicodedata.category(ch) != "Cf"]
+        if not visible or any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in value):
             raise ValueError("name must be visible text without control characters")
         return value.strip()
 
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if _CONTROL.search(value):
+        if any(ch.isspace() or unicodedata.category(ch).startswith("C") for ch in value):
             raise ValueError("url must not contain spaces or control characters")
         parts = urlsplit(value)
         if parts.scheme not in ("https", "http") or not parts.hostname:
@@ -88,9 +93,12 @@ class IntegrationIn(BaseModel):
         if parts.username or parts.password:
             raise ValueError("url must not carry credentials; use an Authorization header")
         try:
-            _ = parts.port
+            port = parts.port
         except ValueError as exc:
             raise ValueError("url has an invalid port") from exc
+        if port == 0:
+            raise ValueError("url has an invalid port")
+        _check_host(parts.hostname)
         return value
 
     @field_validator("headers")
@@ -143,6 +151,28 @@ class IntegrationIn(BaseModel):
             events=tuple(self.events),
             vuln_risk_levels=tuple(self.vuln_risk_levels),
             enabled=self.enabled,
+        )
+
+
+def _check_host(host: str) -> None:
+    """An IP address in its plain form or a DNS name (IDN allowed)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise ValueError(f"url host {host!r} is not a valid host name") from exc
+    if not _HOST_NAME.fullmatch(ascii_host):
+        raise ValueError(f"url host {host!r} is not a valid host name")
+    if _NUMERIC_LABEL.fullmatch(ascii_host.rstrip(".").rsplit(".", 1)[-1]):
+        # `127.1`, `2130706433`, `0x7f.0.0.1`, `127.0.0.1.`: resolvers and HTTP clients
+        # read these as addresses each in their own way; only the plain form is checkable.
+        raise ValueError(
+            f"url host {host!r} is not a valid host name; write an IP address as 203.0.113.7"
         )
 
 

@@ -118,8 +118,10 @@ class Dispatcher:
             # the request that frees one wakes us, so there is nothing to poll for.
             if due is not None and due > self._clock.now():
                 timeout = min(timeout, due - self._clock.now())
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the cancel of stop().
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
 
     def _start(self, claim: Claim) -> None:
         self._in_flight[claim.integration.id] += 1

@@ -131,7 +131,7 @@ class MemoryStore:
         self._deleted: set[int] = set()
         self._events: list[_Event] = []
         self._outbox: dict[int, list[bytes]] = {}
-        self._samples: dict[tuple[int, str], sampling.SampleWindow] = {}
+        self._samples: dict[tuple[int, int], sampling.SampleWindow] = {}
         self._deliveries: dict[int, _DeliveryRow] = {}
         self._attempts: list[_AttemptRow] = []
 

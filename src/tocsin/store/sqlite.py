@@ -314,7 +314,7 @@ class SqliteStore:
             conn.executemany(
                 Q["insert_event"],
                 [
-                    (first + n, client_id, e.type.value, e.payload, e.notification, now)
+                    (first + n, client_id, e.type.value, e.notification, now)
                     for n, e in enumerate(events)
                 ],
             )

@@ -82,7 +82,7 @@ SELECT coalesce(max(id), 0) + 1 FROM events;
 
 -- name: insert_event
 -- Positional: run with executemany, one row per event.
-INSERT INTO events (id, client_id, type, payload, notification, created_at) VALUES (?, ?, ?, ?, ?, ?);
+INSERT INTO events (id, client_id, type, notification, created_at) VALUES (?, ?, ?, ?, ?);
 
 -- name: insert_outbox
 INSERT INTO outbox (integration_id, event_id) VALUES (?, ?);

@@ -48,11 +48,12 @@ CREATE TABLE integrations (
 );
 CREATE INDEX integrations_client ON integrations (client_id) WHERE deleted_at IS NULL;
 
+-- An event is kept as its notification, which carries everything reported
+-- (a hit keeps every field the sensor sent).
 CREATE TABLE events (
     id           INTEGER PRIMARY KEY,
     client_id    INTEGER NOT NULL,
     type         TEXT NOT NULL,
-    payload      BLOB NOT NULL,
     notification BLOB NOT NULL,
     created_at   REAL NOT NULL
 );
@@ -104,9 +105,10 @@ CREATE TABLE attempts (
 CREATE INDEX attempts_delivery ON attempts (delivery_id, number);
 CREATE INDEX attempts_integration_time ON attempts (integration_id, started_at);
 
+-- key: 64-bit digest of what makes hits identical (formats.sample_key).
 CREATE TABLE hit_samples (
     client_id  INTEGER NOT NULL,
-    key        TEXT NOT NULL,
+    key        INTEGER NOT NULL,
     started_at REAL NOT NULL,
     count      INTEGER NOT NULL,
     PRIMARY KEY (client_id, key)
