@@ -29,23 +29,32 @@ def admit(window: SampleWindow | None, now: float) -> tuple[bool, SampleWindow]:
     return True, SampleWindow(started_at=window.started_at, count=window.count + 1)
 
 
-def admit_all(
-    windows: dict[int, SampleWindow], keys: list[int | None], now: float
-) -> tuple[list[bool], dict[int, SampleWindow]]:
-    """`admit` for a batch: which hits notify, and the windows that changed.
+class Sampler:
+    """The sample windows of one process, oldest forgotten first beyond `capacity` keys.
 
-    `windows` holds the stored window of every key in `keys` that has one; a key
-    of None (not a hit) always notifies.
+    Forgetting a window only lets that kind of hit notify again (at most 5 more times
+    in the hour), so memory stays bounded under a flood of distinct hits.
     """
-    current = dict(windows)
-    changed: dict[int, SampleWindow] = {}
-    admitted = []
-    for key in keys:
-        if key is None:
-            admitted.append(True)
-            continue
-        ok, after = admit(current.get(key), now)
-        if after != current.get(key):
-            current[key] = changed[key] = after
-        admitted.append(ok)
-    return admitted, changed
+
+    def __init__(self, capacity: int = 200_000) -> None:
+        self._capacity = capacity
+        self._windows: dict[tuple[int, int], SampleWindow] = {}
+
+    def admit(self, client_id: int, key: int, now: float) -> bool:
+        """Whether this hit notifies; counts it."""
+        slot = (client_id, key)
+        before = self._windows.get(slot)
+        admitted, after = admit(before, now)
+        if after is not before:
+            if before is not None and after.started_at != before.started_at:
+                del self._windows[slot]  # a new window moves to the young end
+            self._windows[slot] = after
+            self._forget_oldest()
+        return admitted
+
+    def _forget_oldest(self) -> None:
+        while len(self._windows) > self._capacity:
+            del self._windows[next(iter(self._windows))]
+
+    def __len__(self) -> int:
+        return len(self._windows)

@@ -43,3 +43,13 @@ def test_sampling_first_five_per_hour() -> None:
     ok, window = sampling.admit(window, 1000.0 + 3600)
     assert ok
     assert window == sampling.SampleWindow(started_at=4600.0, count=1)
+
+
+def test_sampler_counts_per_client_and_key_and_forgets_the_oldest_beyond_capacity() -> None:
+    sampler = sampling.Sampler(capacity=2)
+    assert [sampler.admit(1, 7, 100.0) for _ in range(6)] == [True] * 5 + [False]
+    assert sampler.admit(2, 7, 100.0)  # another client has its own window
+    assert sampler.admit(1, 8, 100.0)  # a third window pushes out the oldest (1, 7)
+    assert len(sampler) == 2
+    assert sampler.admit(1, 7, 100.0)  # forgotten: it may notify again
+    assert sampler.admit(1, 7, 100.0 + 3600)  # and a new hour opens a new window

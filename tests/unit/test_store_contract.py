@@ -90,7 +90,6 @@ def limits(**fields: Any) -> ClaimLimits:
         "owner": "worker-1",
         "max_in_flight": 4,
         "in_flight": {},
-        "max_batch": 500,
         "lease_margin": 5.0,
     }
     return ClaimLimits(**(base | fields))
@@ -132,10 +131,12 @@ def statuses(deliveries: Sequence[Delivery]) -> list[DeliveryStatus]:
 
 @pytest.fixture(params=["memory", "sqlite"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    marker = request.node.get_closest_marker("max_batch")
+    batch = marker.args[0] if marker else 500
     made: Store = (
-        MemoryStore()
+        MemoryStore(max_batch=batch)
         if request.param == "memory"
-        else SqliteStore(tmp_path / "t.db", vault=VAULT, synchronous="NORMAL")
+        else SqliteStore(tmp_path / "t.db", vault=VAULT, synchronous="NORMAL", max_batch=batch)
     )
     await made.migrate()
     yield made
@@ -303,13 +304,14 @@ async def test_max_batch_splits_twelve_hundred_notifications_into_500_500_200(
     await hook(store, client)
     await store.ingest(client.id, events(1200), T0)
 
-    claims = await claim(store, max_batch=500)
+    claims = await claim(store)
 
     assert [c.delivery.notification_count for c in claims] == [500, 500, 200]
     sent = [n for c in claims for n in numbers(c.delivery.body)]
     assert sent == list(range(1200))
 
 
+@pytest.mark.max_batch(1)
 async def test_max_in_flight_bounds_each_integration_without_starving_others(
     store: Store, client: Client
 ) -> None:
@@ -317,7 +319,7 @@ async def test_max_in_flight_bounds_each_integration_without_starving_others(
     idle = await hook(store, client, "idle")
     await store.ingest(client.id, events(5), T0)
 
-    claims = await claim(store, max_batch=1, max_in_flight=2, in_flight={busy.id: 1})
+    claims = await claim(store, max_in_flight=2, in_flight={busy.id: 1})
 
     assert [c.integration.id for c in claims].count(busy.id) == 1
     assert [c.integration.id for c in claims].count(idle.id) == 2
@@ -325,14 +327,15 @@ async def test_max_in_flight_bounds_each_integration_without_starving_others(
     assert await store.queued_notifications(idle.id) == 3
 
 
+@pytest.mark.max_batch(1)
 async def test_limit_caps_the_claims_of_one_call(store: Store, client: Client) -> None:
     await hook(store, client)
     await store.ingest(client.id, events(2), T0)
-    retried = await claim(store, max_batch=1)
+    retried = await claim(store)
     await store.record_attempts([record(c, T0, ok=False, next_at=T0 + 1) for c in retried], T0)
     await store.ingest(client.id, events(5, start=2), T0 + 1)
 
-    claims = await claim(store, T0 + 1, max_batch=1, max_in_flight=10, limit=3)
+    claims = await claim(store, T0 + 1, max_in_flight=10, limit=3)
 
     assert [c.delivery.id for c in claims[:2]] == [c.delivery.id for c in retried]
     assert len(claims) == 3
@@ -746,10 +749,11 @@ async def test_only_subscribed_event_types_are_queued(store: Store, client: Clie
 # the delivery log -----------------------------------------------------------------------
 
 
+@pytest.mark.max_batch(1)
 async def test_the_delivery_log_pages_newest_first(store: Store, client: Client) -> None:
     integration = await hook(store, client)
     await store.ingest(client.id, events(5), T0)
-    claims = await claim(store, max_batch=1, max_in_flight=5)
+    claims = await claim(store, max_in_flight=5)
     await store.record_attempts([record(c, T0) for c in claims], T0 + 1)
 
     pages: list[list[int]] = []
@@ -795,16 +799,17 @@ async def test_enabling_through_update_is_a_fresh_start_too(store: Store, client
     assert updated.last_error is None
 
 
+@pytest.mark.max_batch(1)
 async def test_due_retries_of_a_saturated_integration_do_not_starve_others(
     store: Store, client: Client
 ) -> None:
     busy = await hook(store, client, "busy", events=(EventType.HIT,))
     await store.ingest(client.id, events(3), T0)
-    for claimed in await claim(store, max_batch=1):
+    for claimed in await claim(store):
         await store.record_attempts([record(claimed, T0, ok=False, next_at=T0 + 1)], T0)
     other = await hook(store, client, "other", events=(EventType.VULN,))
     await store.ingest(client.id, [event(9, EventType.VULN)], T0)
-    [first] = await claim(store, T0, max_batch=1)
+    [first] = await claim(store, T0)
     await store.record_attempts([record(first, T0, ok=False, next_at=T0 + 1)], T0)
 
     claims = await claim(store, T0 + 2, limit=1, in_flight={busy.id: 4})

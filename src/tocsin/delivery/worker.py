@@ -105,7 +105,6 @@ class Dispatcher:
             owner=self._owner,
             max_in_flight=self._settings.max_in_flight,
             in_flight=dict(self._in_flight),
-            max_batch=self._settings.max_batch,
             lease_margin=self._settings.lease_margin,
         )
 

@@ -46,7 +46,6 @@ class ClaimLimits:
     owner: str
     max_in_flight: int
     in_flight: Mapping[int, int]
-    max_batch: int
     lease_margin: float
     limit: int = 1000
 

@@ -7,7 +7,6 @@ from typing import Any, Protocol
 
 import orjson
 
-from tocsin import formats
 from tocsin.crypto import Vault
 from tocsin.models import (
     Attempt,
@@ -128,7 +127,3 @@ def lease_seconds(integration: Integration, margin: float) -> float:
     """How long a claimed delivery is ours: the longest its request may take, plus a margin."""
     settings = integration.settings
     return settings.connection_timeout + settings.request_timeout + margin
-
-
-def batch_body(notifications: Sequence[bytes], integration: Integration) -> bytes:
-    return formats.render_body(notifications, integration.settings.format)

@@ -27,7 +27,7 @@ from tocsin.models import (
     Role,
     WebhookSettings,
 )
-from tocsin.store import codec
+from tocsin.store import codec, grouping
 from tocsin.store.base import AutoDisabled, Bootstrap, ClaimLimits, ClaimSlots
 
 _WAITING = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
@@ -130,8 +130,8 @@ class MemoryStore:
         self._integrations: dict[int, Integration] = {}
         self._deleted: set[int] = set()
         self._events: list[_Event] = []
-        self._outbox: dict[int, list[bytes]] = {}
-        self._samples: dict[tuple[int, int], sampling.SampleWindow] = {}
+        self._outbox: dict[int, list[tuple[bytes, ...]]] = {}  # groups of notifications
+        self._sampler = sampling.Sampler()
         self._deliveries: dict[int, _DeliveryRow] = {}
         self._attempts: list[_AttemptRow] = []
 
@@ -328,7 +328,7 @@ class MemoryStore:
         return 0  # nothing is kept at rest
 
     async def queued_notifications(self, integration_id: int) -> int:
-        return len(self._outbox.get(integration_id, ()))
+        return sum(len(group) for group in self._outbox.get(integration_id, ()))
 
     # ingestion ----------------------------------------------------------------
 
@@ -338,24 +338,20 @@ class MemoryStore:
             self._events.append(
                 _Event(id=self._next_id("events"), client_id=client_id, event=event, created_at=now)
             )
-            if not self._notifies(client_id, event, now):
+        notify = [
+            event.notify
+            and (event.sample_key is None or self._sampler.admit(client_id, event.sample_key, now))
+            for event in events
+        ]
+        for found in grouping.group(events, notify, self._max_batch):
+            if not found.notify:
                 continue
             for integration in integrations:
-                if integration.id != event.skip_integration and integration.wants(
-                    event.type, event.risk
+                if integration.id != found.skip_integration and integration.wants(
+                    found.type, found.risk
                 ):
-                    self._outbox.setdefault(integration.id, []).append(event.notification)
+                    self._outbox.setdefault(integration.id, []).append(found.notifications)
         return len(events)
-
-    def _notifies(self, client_id: int, event: NewEvent, now: float) -> bool:
-        """Whether an event notifies, counting hits against the sample (SPEC 2.1)."""
-        if not event.notify:
-            return False
-        if event.sample_key is None:
-            return True
-        key = (client_id, event.sample_key)
-        admitted, self._samples[key] = sampling.admit(self._samples.get(key), now)
-        return admitted
 
     # delivery -------------------------------------------------------------------
 
@@ -412,7 +408,6 @@ class MemoryStore:
                     now,
                     status=DeliveryStatus.PENDING,
                     lease=lease,
-                    batch=limits.max_batch,
                 )
                 if delivery is None:
                     slots.give_back(integration_id)
@@ -434,10 +429,11 @@ class MemoryStore:
         """Move up to one batch of the integration's queued notifications into a new delivery."""
         queued = self._outbox.pop(integration.id, [])
         size = batch or self._max_batch
-        taken, rest = queued[:size], queued[size:]
+        fit = grouping.fitting([len(group) for group in queued], size)
+        groups, rest = queued[:fit], queued[fit:]
         if rest:
             self._outbox[integration.id] = rest
-        if not taken:
+        if not groups:
             return None
         row = _DeliveryRow(
             id=self._next_id("deliveries"),
@@ -445,8 +441,10 @@ class MemoryStore:
             integration_id=integration.id,
             client_id=integration.client_id,
             status=status,
-            notification_count=len(taken),
-            body=codec.batch_body(taken, integration),
+            notification_count=sum(len(group) for group in groups),
+            body=grouping.body(
+                [b"\n".join(group) for group in groups], integration.settings.format
+            ),
             next_attempt_at=now if status is DeliveryStatus.PENDING else None,
             lease_owner=lease[0] if lease else None,
             lease_until=lease[1] if lease else None,

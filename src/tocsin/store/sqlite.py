@@ -30,7 +30,7 @@ from tocsin.models import (
     Role,
     WebhookSettings,
 )
-from tocsin.store import codec, queries
+from tocsin.store import codec, grouping, queries
 from tocsin.store.base import AutoDisabled, Bootstrap, ClaimLimits, ClaimSlots
 
 T = TypeVar("T")
@@ -50,6 +50,7 @@ class SqliteStore:
         self._synchronous = synchronous.upper()
         self._max_batch = max_batch
         self._codec = codec.Secrets(vault)
+        self._sampler = sampling.Sampler()  # one process per SQLite file: windows in memory
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tocsin-sqlite")
         self._conn: sqlite3.Connection | None = None
 
@@ -308,24 +309,38 @@ class SqliteStore:
         def tx(conn: sqlite3.Connection) -> int:
             rows = conn.execute(Q["enabled_integrations_of_client"], {"client_id": client_id})
             integrations = [self._codec.integration(row) for row in rows]
-            # The write lock is ours (BEGIN IMMEDIATE): ids can be assigned up front,
-            # so every statement below runs once per batch, not once per event.
+            notify = [
+                event.notify
+                and (
+                    event.sample_key is None
+                    or self._sampler.admit(client_id, event.sample_key, now)
+                )
+                for event in events
+            ]
+            groups = list(grouping.group(events, notify, self._max_batch))
+            # The write lock is ours (BEGIN IMMEDIATE): ids can be assigned up front.
             first = conn.execute(Q["next_event_id"]).fetchone()[0]
             conn.executemany(
                 Q["insert_event"],
                 [
-                    (first + n, client_id, e.type.value, e.notification, now)
-                    for n, e in enumerate(events)
+                    (
+                        first + n,
+                        client_id,
+                        g.type.value,
+                        len(g.notifications),
+                        g.notify,
+                        g.blob,
+                        now,
+                    )
+                    for n, g in enumerate(groups)
                 ],
             )
-            notify = _sampled(conn, client_id, events, now)
             outbox = [
-                (integration.id, first + n)
-                for n, event in enumerate(events)
-                if notify[n]
+                (integration.id, first + n, len(g.notifications))
+                for n, g in enumerate(groups)
+                if g.notify
                 for integration in integrations
-                if integration.id != event.skip_integration
-                and integration.wants(event.type, event.risk)
+                if integration.id != g.skip_integration and integration.wants(g.type, g.risk)
             ]
             conn.executemany(Q["insert_outbox"], outbox)
             return len(events)
@@ -396,7 +411,6 @@ class SqliteStore:
                     now,
                     status=DeliveryStatus.PENDING,
                     lease=lease,
-                    batch=limits.max_batch,
                 )
                 if delivery is None:
                     slots.give_back(integration_id)
@@ -417,11 +431,13 @@ class SqliteStore:
         batch: int | None = None,
     ) -> Delivery | None:
         """Move up to one batch of the integration's queued notifications into a new delivery."""
-        params = {"integration_id": integration.id, "limit": batch or self._max_batch}
+        most = batch or self._max_batch
+        params = {"integration_id": integration.id, "limit": most}
         rows = conn.execute(Q["outbox_batch"], params).fetchall()
         if not rows:
             return None
-        body = codec.batch_body([bytes(row[1]) for row in rows], integration)
+        rows = rows[: grouping.fitting([row[1] for row in rows], most)]
+        body = grouping.body([bytes(row[2]) for row in rows], integration.settings.format)
         conn.execute(
             Q["delete_outbox_upto"], {"integration_id": integration.id, "last_id": rows[-1][0]}
         )
@@ -434,7 +450,7 @@ class SqliteStore:
                 "integration_id": integration.id,
                 "client_id": integration.client_id,
                 "status": status.value,
-                "notification_count": len(rows),
+                "notification_count": sum(row[1] for row in rows),
                 "body": body,
                 "next_attempt_at": now if waiting else None,
                 "lease_owner": lease[0] if lease else None,
@@ -585,24 +601,6 @@ def _integration(
         Q["integration_by_id"], {"id": integration_id, "client_id": client_id}
     ).fetchone()
     return secrets.integration(row)
-
-
-def _sampled(
-    conn: sqlite3.Connection, client_id: int, events: Sequence[NewEvent], now: float
-) -> list[bool]:
-    """Which events notify: not the silent ones, and hits only within the sample (SPEC 2.1)."""
-    keys = [event.sample_key if event.notify else None for event in events]
-    wanted = json.dumps([key for key in keys if key is not None])
-    windows = {
-        row[0]: sampling.SampleWindow(started_at=row[1], count=row[2])
-        for row in conn.execute(Q["sample_windows"], (client_id, wanted))
-    }
-    admitted, changed = sampling.admit_all(windows, keys, now)
-    conn.executemany(
-        Q["upsert_sample_window"],
-        [(client_id, key, w.started_at, w.count) for key, w in changed.items()],
-    )
-    return [ok and event.notify for ok, event in zip(admitted, events, strict=True)]
 
 
 def _attempt_params(record: AttemptRecord) -> dict[str, Any]:

@@ -75,28 +75,18 @@ UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL, updated_at =
 WHERE integration_id = :integration_id AND status IN ('pending', 'retrying');
 
 -- name: count_outbox
-SELECT count(*) FROM outbox WHERE integration_id = :integration_id;
+SELECT coalesce(sum(count), 0) FROM outbox WHERE integration_id = :integration_id;
 
 -- name: next_event_id
 SELECT coalesce(max(id), 0) + 1 FROM events;
 
 -- name: insert_event
--- Positional: run with executemany, one row per event.
-INSERT INTO events (id, client_id, type, notification, created_at) VALUES (?, ?, ?, ?, ?);
+-- Positional: run with executemany, one row per group of events.
+INSERT INTO events (id, client_id, type, count, notify, notifications, created_at)
+VALUES (?, ?, ?, ?, ?, ?, ?);
 
 -- name: insert_outbox
-INSERT INTO outbox (integration_id, event_id) VALUES (?, ?);
-
--- name: sample_windows
-SELECT key, started_at, count FROM hit_samples
-WHERE client_id = ? AND key IN (SELECT value FROM json_each(?));
-
--- name: upsert_sample_window
-INSERT INTO hit_samples (client_id, key, started_at, count) VALUES (?, ?, ?, ?)
-ON CONFLICT (client_id, key) DO UPDATE SET started_at = excluded.started_at, count = excluded.count;
-
--- name: prune_sample_windows
-DELETE FROM hit_samples WHERE started_at < :before;
+INSERT INTO outbox (integration_id, event_id, count) VALUES (?, ?, ?);
 
 -- name: due_deliveries
 SELECT * FROM deliveries
@@ -119,7 +109,7 @@ WITH RECURSIVE ids (i) AS (
 SELECT i FROM ids WHERE i IS NOT NULL;
 
 -- name: outbox_batch
-SELECT o.id, e.notification FROM outbox o JOIN events e ON e.id = o.event_id
+SELECT o.id, o.count, e.notifications FROM outbox o JOIN events e ON e.id = o.event_id
 WHERE o.integration_id = :integration_id ORDER BY o.id LIMIT :limit;
 
 -- name: delete_outbox_upto

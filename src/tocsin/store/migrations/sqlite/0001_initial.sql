@@ -48,22 +48,26 @@ CREATE TABLE integrations (
 );
 CREATE INDEX integrations_client ON integrations (client_id) WHERE deleted_at IS NULL;
 
--- An event is kept as its notification, which carries everything reported
--- (a hit keeps every field the sensor sent).
+-- Events are stored in groups (store/grouping.py): consecutive events of one ingest
+-- call with the same routing, as their notifications joined by newlines. A hit keeps
+-- every field the sensor sent inside its notification. notify = 0: stored, never sent.
 CREATE TABLE events (
-    id           INTEGER PRIMARY KEY,
-    client_id    INTEGER NOT NULL,
-    type         TEXT NOT NULL,
-    notification BLOB NOT NULL,
-    created_at   REAL NOT NULL
+    id            INTEGER PRIMARY KEY,
+    client_id     INTEGER NOT NULL,
+    type          TEXT NOT NULL,
+    count         INTEGER NOT NULL,
+    notify        INTEGER NOT NULL,
+    notifications BLOB NOT NULL,
+    created_at    REAL NOT NULL
 );
 CREATE INDEX events_client_time ON events (client_id, created_at);
 
--- Notifications accepted for an integration and not yet batched into a delivery.
+-- A group of notifications accepted for an integration and not yet in a delivery.
 CREATE TABLE outbox (
     id             INTEGER PRIMARY KEY,
     integration_id INTEGER NOT NULL,
-    event_id       INTEGER NOT NULL
+    event_id       INTEGER NOT NULL,
+    count          INTEGER NOT NULL
 );
 CREATE INDEX outbox_integration ON outbox (integration_id, id);
 
@@ -104,12 +108,3 @@ CREATE TABLE attempts (
 );
 CREATE INDEX attempts_delivery ON attempts (delivery_id, number);
 CREATE INDEX attempts_integration_time ON attempts (integration_id, started_at);
-
--- key: 64-bit digest of what makes hits identical (formats.sample_key).
-CREATE TABLE hit_samples (
-    client_id  INTEGER NOT NULL,
-    key        INTEGER NOT NULL,
-    started_at REAL NOT NULL,
-    count      INTEGER NOT NULL,
-    PRIMARY KEY (client_id, key)
-) WITHOUT ROWID;
