@@ -6,7 +6,6 @@ Pure: no I/O, no clock. SPEC section 2; the golden vectors in shared/vectors tes
 from __future__ import annotations
 
 import functools
-import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -60,9 +59,9 @@ HIT_FIELD_TYPES: Mapping[str, type | tuple[type, ...]] = {
     "anomaly": (int, float),
 }
 
-_HIT_KEYS = tuple(HIT_FIELD_TYPES)
+# Missing list fields become empty tuples: immutable, and JSON arrays all the same.
 _HIT_DEFAULTS: Mapping[str, Any] = {
-    key: [] if expected is list else None for key, expected in HIT_FIELD_TYPES.items()
+    key: () if expected is list else None for key, expected in HIT_FIELD_TYPES.items()
 }
 
 VULN_FIELDS = (
@@ -78,25 +77,22 @@ VULN_FIELDS = (
 )
 
 _THREATS = {"high": "High", "medium": "Medium", "low": "Low"}
-# Identical hits (SPEC 2.1): same attack type, parameter, target, method, status and source.
-_SAMPLE_FIELDS = ("type", "parameter", "domain", "path", "method", "response_status")
 
 
 def hit_type_error(hit: Mapping[str, Any]) -> str | None:
     """Name the first known hit field whose value has the wrong JSON type, if any."""
-    for key in _HIT_KEYS:
-        value = hit.get(key)
-        if value is None:
+    for key, value in hit.items():
+        expected = HIT_FIELD_TYPES.get(key)
+        if expected is None or value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, HIT_FIELD_TYPES[key]):
+        if isinstance(value, bool) or not isinstance(value, expected):
             return key
     return None
 
 
 def normalize_hit(raw: Mapping[str, Any], *, now: int, new_id: Callable[[], list[str]]) -> JSON:
     """The hit object as notified: every reported field, plus the required keys."""
-    hit: JSON = {key: [] if value == [] else value for key, value in _HIT_DEFAULTS.items()}
-    hit.update(raw)
+    hit: JSON = {**_HIT_DEFAULTS, **raw}
     if hit["domain"] is None and hit.get("host") is not None:
         hit["domain"] = hit["host"]
     if hit["create_time"] is None:
@@ -108,12 +104,27 @@ def normalize_hit(raw: Mapping[str, Any], *, now: int, new_id: Callable[[], list
 
 
 def sample_key(hit: Mapping[str, Any]) -> int:
-    """A 64-bit digest shared by identical hits, for the first-5-per-hour sampling."""
-    source = hit.get("remote_addr4") or hit.get("remote_addr6") or ""
-    parts = [hit.get(name) for name in _SAMPLE_FIELDS]
-    parts.append(source)
-    digest = hashlib.blake2b(orjson.dumps(parts), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
+    """A key shared by identical hits, for the first-5-per-hour sampling.
+
+    Python's hash of the identifying fields: fast, and stable within the process that
+    keeps the sample windows (sampling.Sampler). Unhashable values (a sensor sending a
+    list where a string belongs) are keyed by their JSON text.
+    """
+    get = hit.get
+    source = get("remote_addr4") or get("remote_addr6") or ""
+    parts = (
+        get("type"),
+        get("parameter"),
+        get("domain"),
+        get("path"),
+        get("method"),
+        get("response_status"),
+        source,
+    )
+    try:
+        return hash(parts)
+    except TypeError:
+        return hash(orjson.dumps(parts))
 
 
 def hit_notification(hit: Mapping[str, Any], settings: NotifySettings) -> JSON:
