@@ -126,9 +126,7 @@ class Tocsin:
         host = parts.hostname or ""
         allowed = self.settings.allowed_networks
         guard.check_address(host, allowed)
-        try:
-            ipaddress.ip_address(host.strip("[]"))
-        except ValueError:
+        if guard.literal_address(host) is None:
             await _check_name(host, parts.port or 443, allowed)
 
 
@@ -137,7 +135,7 @@ async def _check_name(host: str, port: int, allowed: Sequence[guard.Network]) ->
     loop = asyncio.get_running_loop()
     try:
         infos = await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), 5)
-    except (OSError, TimeoutError):
+    except (OSError, TimeoutError, UnicodeError):
         return
     for info in infos:
         address = ipaddress.ip_address(info[4][0])

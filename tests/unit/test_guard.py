@@ -74,6 +74,28 @@ def test_allowed_networks_open_named_ranges() -> None:
     assert guard.refusal(ipaddress.ip_address("10.0.0.1"), loopback) is not None
 
 
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.1",
+        "2130706433",
+        "0x7f.0.0.1",
+        "127.0.0.1.",
+        "127。0。0。1",
+        "0177.0.0.1",
+        "[::ffff:7f00:1]",
+    ],
+)
+def test_other_spellings_of_loopback_are_refused(host: str) -> None:
+    with pytest.raises(TargetRefused, match="loopback"):
+        guard.check_address(host)
+
+
+@pytest.mark.parametrize("host", ["example.com", "deadbeef", "xn--80ak6aa92e.com", "a.b.c"])
+def test_names_are_not_addresses(host: str) -> None:
+    assert guard.literal_address(host) is None
+
+
 def test_ip_literals_are_checked() -> None:
     with pytest.raises(TargetRefused, match="link-local"):
         guard.check_address("169.254.169.254")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tocsin.delivery import sender, signing
-from tocsin.models import BodyFormat, WebhookSettings
+from tocsin.models import BodyFormat, Integration, WebhookSettings
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
@@ -29,3 +29,18 @@ def test_request_headers_sign_the_exact_body_and_let_users_override_content_type
     assert headers["webhook-id"] == "msg_1"
     assert headers["webhook-timestamp"] == "1700000000"
     assert headers["webhook-signature"] == signing.sign(SECRET, "msg_1", 1700000000, b"{}\n")
+
+
+def test_the_previous_secret_signs_for_24_hours_after_a_rotation() -> None:
+    integration = Integration(
+        id=1,
+        client_id=1,
+        settings=WebhookSettings(name="n", url="https://x.example/"),
+        signing_secret="whsec_new",
+        previous_signing_secret="whsec_old",
+        secret_rotated_at=1000.0,
+        created_at=0,
+        updated_at=0,
+    )
+    assert integration.signing_secrets(1000.0 + 86399) == ["whsec_new", "whsec_old"]
+    assert integration.signing_secrets(1000.0 + 86400) == ["whsec_new"]

@@ -139,6 +139,19 @@ async def _switch(
     return IntegrationOut.of(after)
 
 
+@router.post("/{integration_id}/rotate-secret", response_model=IntegrationOut)
+async def rotate_secret(integration_id: int, runtime: Service, caller: Caller) -> IntegrationOut:
+    """A new signing secret; for 24 h requests carry signatures under both the new and old one."""
+    await _get(runtime, caller, integration_id)
+    rotated = await runtime.store.rotate_signing_secret(
+        caller.client.id, integration_id, ids.signing_secret(), runtime.clock.now()
+    )
+    if rotated is None:
+        raise NotFound(f"integration {integration_id} not found")
+    await runtime.integration_event(caller.client, "integration_changed", rotated, caller.email)
+    return IntegrationOut.of(rotated)
+
+
 @router.post("/{integration_id}/test", response_model=TestResult)
 async def test_saved(integration_id: int, runtime: Service, caller: Caller) -> TestResult:
     integration = await _get(runtime, caller, integration_id)

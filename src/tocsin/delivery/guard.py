@@ -8,9 +8,11 @@ checked by `check_address` before the request.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import Sequence
 
+import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
@@ -84,11 +86,40 @@ def _is_allowed(address: IPAddress, allowed: Sequence[Network]) -> bool:
     return any(address.version == net.version and address in net for net in allowed)
 
 
-def check_address(text: str, allowed: Sequence[Network] = ()) -> None:
-    """Raise TargetRefused if an IP literal is refused; names are left to the resolver."""
+def literal_address(host: str) -> IPAddress | None:
+    """The address a URL host spells, however it spells it, or None for a name.
+
+    Besides the canonical forms this reads what yarl and the C library accept as IPv4:
+    `127.1`, `2130706433`, `0x7f.0.0.1`, a trailing dot, full-width dots (`127。0。0。1`).
+    """
+    text = host.strip("[]")
     try:
-        address = ipaddress.ip_address(text.strip("[]"))
+        return ipaddress.ip_address(text)
     except ValueError:
+        pass
+    try:
+        normalized = (yarl.URL.build(scheme="http", host=text).host or text).rstrip(".")
+    except (ValueError, UnicodeError):
+        normalized = text.rstrip(".")
+    try:
+        return ipaddress.ip_address(normalized)
+    except ValueError:
+        pass
+    if not _LEGACY_IPV4.fullmatch(normalized):
+        return None
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(normalized))
+    except OSError:
+        return None
+
+
+_LEGACY_IPV4 = re.compile(r"[0-9a-fA-FxX.]+")
+
+
+def check_address(text: str, allowed: Sequence[Network] = ()) -> None:
+    """Raise TargetRefused if a host that is an address is refused; names go to the resolver."""
+    address = literal_address(text)
+    if address is None:
         return
     if why := refusal(address, allowed):
         raise TargetRefused(f"target refused: {why}; TOCSIN_ALLOWED_NETWORKS can allow it")
