@@ -6,6 +6,7 @@ Pure: no I/O, no clock. SPEC section 2; the golden vectors in shared/vectors tes
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -104,27 +105,27 @@ def normalize_hit(raw: Mapping[str, Any], *, now: int, new_id: Callable[[], list
 
 
 def sample_key(hit: Mapping[str, Any]) -> int:
-    """A key shared by identical hits, for the first-5-per-hour sampling.
+    """A stable 64-bit key shared by identical hits, for the first-5-per-hour sampling.
 
-    Python's hash of the identifying fields: fast, and stable within the process that
-    keeps the sample windows (sampling.Sampler). Unhashable values (a sensor sending a
-    list where a string belongs) are keyed by their JSON text.
+    Stable across processes (a digest, not Python's randomised hash), so that several
+    processes sharing one database can count the same windows.
     """
     get = hit.get
     source = get("remote_addr4") or get("remote_addr6") or ""
-    parts = (
-        get("type"),
-        get("parameter"),
-        get("domain"),
-        get("path"),
-        get("method"),
-        get("response_status"),
-        source,
+    text = "\x1f".join(
+        str(value)
+        for value in (
+            get("type"),
+            get("parameter"),
+            get("domain"),
+            get("path"),
+            get("method"),
+            get("response_status"),
+            source,
+        )
     )
-    try:
-        return hash(parts)
-    except TypeError:
-        return hash(orjson.dumps(parts))
+    digest = hashlib.blake2b(text.encode(errors="surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def hit_notification(hit: Mapping[str, Any], settings: NotifySettings) -> JSON:
