@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 
 class EventType(StrEnum):
@@ -102,6 +103,23 @@ class WebhookSettings:
     events: tuple[EventType, ...] = (EventType.VULN,)
     vuln_risk_levels: tuple[RiskLevel, ...] = ALL_RISK_LEVELS
     enabled: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings as JSON values, named as in the API."""
+        return {
+            "name": self.name,
+            "url": self.url,
+            "method": self.method,
+            "headers": dict(self.headers),
+            "ca_certificate": self.ca_certificate,
+            "verify_tls": self.verify_tls,
+            "request_timeout": self.request_timeout,
+            "connection_timeout": self.connection_timeout,
+            "format": self.format.value,
+            "events": [event.value for event in self.events],
+            "vuln_risk_levels": [level.value for level in self.vuln_risk_levels],
+            "enabled": self.enabled,
+        }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -39,6 +39,11 @@ _OWNED_HEADERS = frozenset(
         "keep-alive",
     }
 )
+# In a header value: the C0 controls but tab (CR, LF and NUL split or cut a header in
+# some stack or other), DEL and the C1 controls, and the Unicode line and paragraph
+# separators, which str.splitlines and some HTTP stacks read as line ends (NEL is C1).
+_UNSAFE_IN_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+_BIDI_CONTROLS = re.compile(r"[\u202a-\u202e\u2066-\u2069]")
 MAX_HEADERS_BYTES = 16 * 1024
 MAX_CA_BYTES = 64 * 1024
 
@@ -80,6 +85,12 @@ class IntegrationIn(BaseModel):
         visible = [ch for ch in value if not ch.isspace() and unicodedata.category(ch) != "Cf"]
         if not visible or any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in value):
             raise ValueError("name must be visible text without control characters")
+        if _BIDI_CONTROLS.search(value):
+            # They reorder the text after them: in a console list, or in the sentence of a
+            # system notification, a name could pass itself off as another (Trojan Source).
+            raise ValueError(
+                "name must not contain bidirectional embedding, override or isolate characters"
+            )
         return value.strip()
 
     @field_validator("url")
@@ -111,8 +122,11 @@ class IntegrationIn(BaseModel):
             lowered = name.lower()
             if lowered in _OWNED_HEADERS or lowered.startswith("proxy-"):
                 raise ValueError(f"header {name!r} is set by tocsin and cannot be configured")
-            if any(ch in text for ch in "\r\n\x00"):
-                raise ValueError(f"header {name!r} value must not contain CR, LF or NUL")
+            if _UNSAFE_IN_VALUE.search(text):
+                raise ValueError(
+                    f"header {name!r} value must not contain control characters "
+                    "(CR, LF, NUL and the like) or line separators"
+                )
             size += len(name.encode()) + len(text.encode()) + 4
         if size > MAX_HEADERS_BYTES:
             raise ValueError("headers exceed 16 KiB in all")
@@ -178,21 +192,7 @@ def _check_host(host: str) -> None:
 
 def settings_dict(settings: WebhookSettings) -> dict[str, Any]:
     """The API fields of saved settings (used to merge a PATCH)."""
-    return {
-        "type": "webhook",
-        "name": settings.name,
-        "url": settings.url,
-        "method": settings.method,
-        "headers": dict(settings.headers),
-        "ca_certificate": settings.ca_certificate,
-        "verify_tls": settings.verify_tls,
-        "request_timeout": settings.request_timeout,
-        "connection_timeout": settings.connection_timeout,
-        "format": settings.format.value,
-        "events": [event.value for event in settings.events],
-        "vuln_risk_levels": [level.value for level in settings.vuln_risk_levels],
-        "enabled": settings.enabled,
-    }
+    return {"type": "webhook", **settings.as_dict()}
 
 
 class IntegrationOut(BaseModel):

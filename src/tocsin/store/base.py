@@ -7,7 +7,7 @@ touching them. Every method is one transaction.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -70,6 +70,41 @@ class ClaimSlots:
 
     def give_back(self, integration_id: int) -> None:
         self._used[integration_id] -= 1
+
+
+NewLeased = Callable[[Integration, tuple[str, float]], Delivery | None]
+
+
+def claim_queued(
+    integrations: Iterable[Integration],
+    limits: ClaimLimits,
+    slots: ClaimSlots,
+    now: float,
+    *,
+    room: int,
+    new_delivery: NewLeased,
+) -> list[Claim]:
+    """Batch each integration's queued groups into leased deliveries while it has free slots.
+
+    `new_delivery(integration, (owner, lease_until))` makes one delivery of the oldest
+    queued groups, or returns None when nothing is queued.
+    """
+    claims: list[Claim] = []
+    for integration in integrations:
+        lease = (limits.owner, now + lease_seconds(integration, limits.lease_margin))
+        while len(claims) < room and slots.take(integration.id):
+            delivery = new_delivery(integration, lease)
+            if delivery is None:
+                slots.give_back(integration.id)
+                break
+            claims.append(Claim(delivery=delivery, integration=integration, lease_until=lease[1]))
+    return claims
+
+
+def lease_seconds(integration: Integration, margin: float) -> float:
+    """How long a claimed delivery is ours: the longest its request may take, plus a margin."""
+    settings = integration.settings
+    return settings.connection_timeout + settings.request_timeout + margin
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

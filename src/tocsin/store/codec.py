@@ -34,22 +34,10 @@ class Secrets:
 
     def settings_json(self, settings: WebhookSettings) -> str:
         """The settings column: everything but `enabled`; header values encrypted."""
-        headers = self.vault.encrypt(orjson.dumps(settings.headers).decode())
-        return orjson.dumps(
-            {
-                "name": settings.name,
-                "url": settings.url,
-                "method": settings.method,
-                "headers": headers,
-                "ca_certificate": settings.ca_certificate,
-                "verify_tls": settings.verify_tls,
-                "request_timeout": settings.request_timeout,
-                "connection_timeout": settings.connection_timeout,
-                "format": settings.format.value,
-                "events": [event.value for event in settings.events],
-                "vuln_risk_levels": [level.value for level in settings.vuln_risk_levels],
-            }
-        ).decode()
+        data = settings.as_dict()
+        del data["enabled"]
+        data["headers"] = self.vault.encrypt(orjson.dumps(settings.headers).decode())
+        return orjson.dumps(data).decode()
 
     def seal(self, secret: str | None) -> str | None:
         return None if secret is None else self.vault.encrypt(secret)
@@ -121,9 +109,3 @@ def attempt_from_row(row: Row) -> Attempt:
         response_body=row["response_body"],
         request_size=row["request_size"],
     )
-
-
-def lease_seconds(integration: Integration, margin: float) -> float:
-    """How long a claimed delivery is ours: the longest its request may take, plus a margin."""
-    settings = integration.settings
-    return settings.connection_timeout + settings.request_timeout + margin

@@ -27,8 +27,15 @@ from tocsin.models import (
     Role,
     WebhookSettings,
 )
-from tocsin.store import codec, grouping
-from tocsin.store.base import AutoDisabled, Bootstrap, ClaimLimits, ClaimSlots
+from tocsin.store import grouping
+from tocsin.store.base import (
+    AutoDisabled,
+    Bootstrap,
+    ClaimLimits,
+    ClaimSlots,
+    claim_queued,
+    lease_seconds,
+)
 
 _WAITING = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
 
@@ -362,7 +369,7 @@ class MemoryStore:
         return claims
 
     def _lease(self, integration: Integration, limits: ClaimLimits, now: float) -> float:
-        return now + codec.lease_seconds(integration, limits.lease_margin)
+        return now + lease_seconds(integration, limits.lease_margin)
 
     def _claim_due(self, limits: ClaimLimits, slots: ClaimSlots, now: float) -> list[Claim]:
         busy = set(limits.saturated())
@@ -396,26 +403,17 @@ class MemoryStore:
     def _claim_outbox(
         self, limits: ClaimLimits, slots: ClaimSlots, now: float, *, room: int
     ) -> list[Claim]:
-        claims: list[Claim] = []
-        for integration_id in sorted(self._outbox):
-            integration = self._live(integration_id)
-            if integration is None:
-                continue
-            lease = (limits.owner, self._lease(integration, limits, now))
-            while len(claims) < room and slots.take(integration_id):
-                delivery = self._new_delivery(
-                    integration,
-                    now,
-                    status=DeliveryStatus.PENDING,
-                    lease=lease,
-                )
-                if delivery is None:
-                    slots.give_back(integration_id)
-                    break
-                claims.append(
-                    Claim(delivery=delivery, integration=integration, lease_until=lease[1])
-                )
-        return claims
+        queued = (self._live(integration_id) for integration_id in sorted(self._outbox))
+        return claim_queued(
+            (found for found in queued if found is not None),
+            limits,
+            slots,
+            now,
+            room=room,
+            new_delivery=lambda integration, lease: self._new_delivery(
+                integration, now, status=DeliveryStatus.PENDING, lease=lease
+            ),
+        )
 
     def _new_delivery(
         self,

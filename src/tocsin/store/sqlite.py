@@ -31,7 +31,14 @@ from tocsin.models import (
     WebhookSettings,
 )
 from tocsin.store import codec, grouping, queries
-from tocsin.store.base import AutoDisabled, Bootstrap, ClaimLimits, ClaimSlots
+from tocsin.store.base import (
+    AutoDisabled,
+    Bootstrap,
+    ClaimLimits,
+    ClaimSlots,
+    claim_queued,
+    lease_seconds,
+)
 
 T = TypeVar("T")
 Q = queries.load("sqlite")
@@ -374,7 +381,7 @@ class SqliteStore:
                 or not slots.take(integration.id)
             ):
                 continue
-            lease_until = now + codec.lease_seconds(integration, limits.lease_margin)
+            lease_until = now + lease_seconds(integration, limits.lease_margin)
             conn.execute(
                 Q["lease_delivery"],
                 {"id": row["id"], "owner": limits.owner, "lease_until": lease_until},
@@ -398,27 +405,17 @@ class SqliteStore:
         room: int,
     ) -> list[Claim]:
         cache = _IntegrationCache(conn, self._codec)
-        claims: list[Claim] = []
-        for (integration_id,) in conn.execute(Q["outbox_integrations"]).fetchall():
-            integration = cache.get(integration_id)
-            if integration is None:
-                continue
-            lease = (limits.owner, now + codec.lease_seconds(integration, limits.lease_margin))
-            while len(claims) < room and slots.take(integration_id):
-                delivery = self._new_delivery(
-                    conn,
-                    integration,
-                    now,
-                    status=DeliveryStatus.PENDING,
-                    lease=lease,
-                )
-                if delivery is None:
-                    slots.give_back(integration_id)
-                    break
-                claims.append(
-                    Claim(delivery=delivery, integration=integration, lease_until=lease[1])
-                )
-        return claims
+        queued = [row[0] for row in conn.execute(Q["outbox_integrations"])]
+        return claim_queued(
+            (found for found in map(cache.get, queued) if found is not None),
+            limits,
+            slots,
+            now,
+            room=room,
+            new_delivery=lambda integration, lease: self._new_delivery(
+                conn, integration, now, status=DeliveryStatus.PENDING, lease=lease
+            ),
+        )
 
     def _new_delivery(
         self,
