@@ -6,9 +6,11 @@ Never raises for a network failure: every outcome, good or bad, is an AttemptOut
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
+from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -44,7 +46,10 @@ class Sender:
             resolver = guard.GuardedResolver(self._allowed, self._resolver)
             connector = aiohttp.TCPConnector(limit=0, resolver=resolver, ttl_dns_cache=10)
             self._session = aiohttp.ClientSession(
-                connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
+                connector=connector,
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                trace_configs=[_connection_tracing()],
             )
         return self._session
 
@@ -68,7 +73,7 @@ class Sender:
         return AttemptOutcome(
             ok=error is None,
             status_code=status,
-            error=error,
+            error=None if error is None else valid_text(error),
             response_body=text,
             duration_ms=round((time.perf_counter() - start) * 1000, 3),
             started_at=started_at,
@@ -89,8 +94,11 @@ class Sender:
         )
         try:
             guard.check_address(urlsplit(settings.url).hostname or "", self._allowed)
-            async with asyncio.timeout(settings.connection_timeout + settings.request_timeout):
-                return await self._request(settings, headers, body, limits)
+            async with asyncio.timeout(
+                settings.connection_timeout + settings.request_timeout
+            ) as deadline:
+                connected = _restart(deadline, settings.request_timeout)
+                return await self._request(settings, headers, body, limits, connected)
         except Exception as exc:
             return None, describe_error(exc, settings), None
 
@@ -100,6 +108,7 @@ class Sender:
         headers: Mapping[str, str],
         body: bytes,
         limits: aiohttp.ClientTimeout,
+        connected: Callable[[], None],
     ) -> tuple[int | None, str | None, str | None]:
         context = tls.client_context(settings.verify_tls, settings.ca_certificate)
         async with self._client().request(
@@ -110,11 +119,52 @@ class Sender:
             ssl=context,
             timeout=limits,
             allow_redirects=False,
+            trace_request_ctx=connected,
         ) as response:
             text = await read_capped(response)
             if 200 <= response.status < 300:  # noqa: PLR2004 - 2xx is success (SPEC 4)
                 return response.status, None, text
             return response.status, status_error(response), text
+
+
+def _restart(deadline: asyncio.Timeout, seconds: float) -> Callable[[], None]:
+    """Once connected, the response has `seconds` (request_timeout) left, never more in all.
+
+    aiohttp's sock_read restarts with every byte, so alone it would let a receiver that
+    trickles its answer hold the attempt until the connection + request cap.
+    """
+    loop = asyncio.get_running_loop()
+
+    def restart() -> None:
+        cap, due = deadline.when(), loop.time() + seconds
+        deadline.reschedule(due if cap is None else min(cap, due))
+
+    return restart
+
+
+def _connection_tracing() -> aiohttp.TraceConfig:
+    tracing = aiohttp.TraceConfig()
+    tracing.on_connection_create_end.append(_on_connected)  # after TCP and TLS
+    tracing.on_connection_reuseconn.append(_on_connected)
+    return tracing
+
+
+async def _on_connected(_: aiohttp.ClientSession, context: SimpleNamespace, __: object) -> None:
+    connected = context.trace_request_ctx
+    if callable(connected):
+        connected()
+
+
+def valid_text(text: str) -> str:
+    """Text a person and a database can take: bytes that were not UTF-8 become U+FFFD.
+
+    aiohttp decodes the reason phrase and headers with surrogateescape, so a receiver
+    can put lone surrogates into an error message; they cannot be encoded to store it.
+    """
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate that is no escaped byte
+        return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def request_headers(
@@ -201,7 +251,10 @@ def _connect_error(exc: BaseException, host: str, _: WebhookSettings) -> str:
     assert isinstance(exc, aiohttp.ClientConnectorError)  # noqa: S101
     if isinstance(exc.os_error, ConnectionRefusedError):
         return f"connection refused by {host}:{exc.port}"
-    return f"could not connect to {host}:{exc.port}: {exc.os_error.strerror or exc.os_error}"
+    # asyncio's strerror is "Connect call failed (address)"; the errno says why.
+    os_error = exc.os_error
+    reason = os.strerror(os_error.errno) if os_error.errno else os_error.strerror or os_error
+    return f"could not connect to {host}:{exc.port}: {reason}"
 
 
 def _connect_timeout(_: BaseException, host: str, settings: WebhookSettings) -> str:

@@ -5,6 +5,8 @@ Three small loops share one process:
   coming due) and starts one task per delivery;
 - each `_deliver` task sends one request and queues its record;
 - `_record_loop` writes queued records in batches, one transaction per batch.
+On a store that hears other processes queue work (`Notifier`: PostgreSQL's
+LISTEN/NOTIFY), `_listen_loop` wakes the claim loop when they do.
 A slow integration only ever holds its own `max_in_flight` slots.
 """
 
@@ -24,12 +26,13 @@ from tocsin.config import Settings
 from tocsin.delivery.sender import Sender
 from tocsin.errors import StoreError, TocsinError
 from tocsin.models import AttemptRecord, Claim
-from tocsin.store import AutoDisabled, ClaimLimits, Store
+from tocsin.store import AutoDisabled, ClaimLimits, Notifier, Store
 
 log = logging.getLogger("tocsin.delivery")
 
 OnAutoDisabled = Callable[[Sequence[AutoDisabled]], Awaitable[None]]
 _RECORD_BATCH = 1000
+_RELISTEN_DELAY = 5.0  # seconds between tries to listen again; polling goes on meanwhile
 
 
 class Dispatcher:
@@ -68,6 +71,9 @@ class Dispatcher:
             asyncio.create_task(self._claim_loop(), name="tocsin-claim"),
             asyncio.create_task(self._record_loop(), name="tocsin-record"),
         ]
+        if isinstance(self._store, Notifier):
+            listen = self._listen_loop(self._store)
+            self._loops.append(asyncio.create_task(listen, name="tocsin-listen"))
 
     async def stop(self) -> None:
         """Stop claiming, let requests in flight finish briefly, write their records."""
@@ -80,9 +86,10 @@ class Dispatcher:
             await self._loops[0]
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._records.join(), 10)
-        self._loops[1].cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._loops[1]
+        for loop in self._loops[1:]:
+            loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
         self._loops = []
 
     # claiming -------------------------------------------------------------
@@ -121,6 +128,17 @@ class Dispatcher:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await self._wake.wait()
+
+    async def _listen_loop(self, notifier: Notifier) -> None:
+        """Wake the claim loop whenever another process (or this one) queues work."""
+        while True:
+            try:
+                await notifier.wait_for_work()
+            except StoreError:
+                log.warning("cannot listen for new work; polling until it can", exc_info=True)
+                await asyncio.sleep(_RELISTEN_DELAY)
+                continue
+            self.wake()
 
     def _start(self, claim: Claim) -> None:
         self._in_flight[claim.integration.id] += 1
@@ -170,8 +188,9 @@ class Dispatcher:
     async def _write(self, batch: list[AttemptRecord]) -> None:
         try:
             disabled = await self._store.record_attempts(batch, self._clock.now())
-        except StoreError:
-            # The leases expire and the deliveries are sent again: at-least-once holds.
+        except Exception:
+            # Whatever failed, the recording loop must live on: the leases expire and the
+            # deliveries are sent again, so at-least-once holds.
             log.exception("recording %d attempts failed", len(batch))
             return
         for record in batch:
