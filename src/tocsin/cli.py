@@ -1,4 +1,4 @@
-"""The `tocsin` command: serve, migrate, listen."""
+"""The `tocsin` command: serve, dispatch, migrate, listen."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import hmac
 import json
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -15,9 +16,9 @@ import click
 from tocsin import __version__
 from tocsin.config import DEFAULT_DATABASE_URL, Settings, parse_networks
 from tocsin.crypto import Vault, open_vault
-from tocsin.errors import TocsinError
+from tocsin.errors import ConfigError, TocsinError
 from tocsin.receiver import Received, Reply
-from tocsin.store import open_store
+from tocsin.store import is_postgres, open_store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -29,7 +30,8 @@ def _database_option(fn: F) -> F:
         show_envvar=True,
         default=DEFAULT_DATABASE_URL,
         show_default=True,
-        help="sqlite:///path.db (embedded).",
+        help="sqlite:///path.db (embedded, one process) or "
+        "postgresql://user@host:5432/database (shared by serve and dispatch processes).",
     )(fn)
 
 
@@ -40,7 +42,8 @@ def _secret_key_option(fn: F) -> F:
         show_envvar=True,
         default=None,
         help="Fernet key(s) encrypting stored secrets, current first, comma-separated. "
-        "Default: a key file beside the SQLite database (created with mode 0600).",
+        "Default: a key file beside the SQLite database (created with mode 0600). "
+        "Required with PostgreSQL, the same in every process.",
     )(fn)
 
 
@@ -111,6 +114,83 @@ def _opt(name: str, env: str, **kwargs: Any) -> Callable[[F], F]:
     return click.option(name, envvar=env, show_envvar=True, show_default=True, **kwargs)
 
 
+def _options(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+    """Several click options as one decorator, in the order given."""
+
+    def apply(fn: F) -> F:
+        for decorator in reversed(decorators):
+            fn = decorator(fn)
+        return fn
+
+    return apply
+
+
+# What an empty database starts with: only `serve` creates it.
+_first_client_options = _options(
+    _opt(
+        "--client-name",
+        "TOCSIN_CLIENT_NAME",
+        default="tocsin",
+        help="client_name of the first client.",
+    ),
+    _opt("--cloud", "TOCSIN_CLOUD", default="local", help="cloud label of the first client."),
+    _opt("--console-url", "TOCSIN_CONSOLE_URL", default="", help="Base of links in notifications."),
+)
+
+# How notifications are written and where they may go: the same for serve and dispatch.
+_notification_options = _options(
+    _opt(
+        "--partner-name",
+        "TOCSIN_PARTNER_NAME",
+        default="tocsin",
+        help="Operator named in test messages.",
+    ),
+    _opt(
+        "--summary-prefix",
+        "TOCSIN_SUMMARY_PREFIX",
+        default="[Wallarm]",
+        help="Prefix of summaries.",
+    ),
+    _opt(
+        "--allow-http/--no-allow-http",
+        "TOCSIN_ALLOW_HTTP",
+        default=False,
+        help="Permit http:// targets.",
+    ),
+    _opt(
+        "--allowed-networks",
+        "TOCSIN_ALLOWED_NETWORKS",
+        default="",
+        help="CIDRs targets may resolve to.",
+    ),
+)
+
+# How much one worker takes on: the same for serve and dispatch.
+_worker_options = _options(
+    _opt(
+        "--max-batch",
+        "TOCSIN_MAX_BATCH",
+        default=500,
+        type=click.IntRange(1, 500),
+        help="Notifications/request.",
+    ),
+    _opt(
+        "--max-in-flight",
+        "TOCSIN_MAX_IN_FLIGHT",
+        default=4,
+        type=click.IntRange(1, 64),
+        help="Per integration.",
+    ),
+    _opt(
+        "--lease-margin",
+        "TOCSIN_LEASE_MARGIN",
+        default=10.0,
+        type=click.FloatRange(1, 600),
+        help="Seconds.",
+    ),
+)
+
+
 @main.command()
 @_database_option
 @_secret_key_option
@@ -118,52 +198,10 @@ def _opt(name: str, env: str, **kwargs: Any) -> Callable[[F], F]:
 @_opt(
     "--port", "TOCSIN_PORT", default=8080, type=click.IntRange(1, 65535), help="Port to listen on."
 )
-@_opt(
-    "--client-name", "TOCSIN_CLIENT_NAME", default="tocsin", help="client_name of the first client."
-)
-@_opt("--cloud", "TOCSIN_CLOUD", default="local", help="cloud label of the first client.")
-@_opt("--console-url", "TOCSIN_CONSOLE_URL", default="", help="Base of links in notifications.")
-@_opt(
-    "--partner-name",
-    "TOCSIN_PARTNER_NAME",
-    default="tocsin",
-    help="Operator named in test messages.",
-)
-@_opt("--summary-prefix", "TOCSIN_SUMMARY_PREFIX", default="[Wallarm]", help="Prefix of summaries.")
-@_opt(
-    "--allow-http/--no-allow-http",
-    "TOCSIN_ALLOW_HTTP",
-    default=False,
-    help="Permit http:// targets.",
-)
-@_opt(
-    "--allowed-networks",
-    "TOCSIN_ALLOWED_NETWORKS",
-    default="",
-    help="CIDRs targets may resolve to.",
-)
+@_first_client_options
+@_notification_options
 @_opt("--admin-token", "TOCSIN_ADMIN_TOKEN", default=None, help="Token of the first administrator.")
-@_opt(
-    "--max-batch",
-    "TOCSIN_MAX_BATCH",
-    default=500,
-    type=click.IntRange(1, 500),
-    help="Notifications/request.",
-)
-@_opt(
-    "--max-in-flight",
-    "TOCSIN_MAX_IN_FLIGHT",
-    default=4,
-    type=click.IntRange(1, 64),
-    help="Per integration.",
-)
-@_opt(
-    "--lease-margin",
-    "TOCSIN_LEASE_MARGIN",
-    default=10.0,
-    type=click.FloatRange(1, 600),
-    help="Seconds.",
-)
+@_worker_options
 @_opt(
     "--sqlite-synchronous",
     "TOCSIN_SQLITE_SYNCHRONOUS",
@@ -214,6 +252,52 @@ async def _serve(settings: Settings) -> None:
         await runtime.stop()
 
 
+@main.command()
+@_database_option
+@_secret_key_option
+@_notification_options
+@_worker_options
+def dispatch(**options: Any) -> None:
+    """Run delivery workers only (no API), beside `serve`, on a shared PostgreSQL database."""
+    settings = _guard(lambda: _dispatch_settings(options))
+    _guard(lambda: _run(_dispatch(settings)))
+
+
+def _dispatch_settings(options: dict[str, Any]) -> Settings:
+    if not is_postgres(options["database_url"]):
+        raise ConfigError(
+            "tocsin dispatch needs a PostgreSQL database (--database-url postgresql://...): "
+            "a SQLite file is used by one process only, and `tocsin serve` delivers from it"
+        )
+    return _settings(options)
+
+
+async def _dispatch(settings: Settings) -> None:
+    from tocsin.service import Tocsin  # noqa: PLC0415 - only the worker commands need it
+    from tocsin.store.postgres import describe  # noqa: PLC0415
+
+    vault = open_vault(settings.secret_key, settings.database_url)
+    store = open_store(settings.database_url, vault=vault, max_batch=settings.max_batch)
+    runtime = Tocsin(settings, store, vault=vault)
+    try:
+        await store.migrate()
+        await runtime.dispatcher.start()
+        where = describe(settings.database_url)
+        click.echo(f"tocsin {__version__} dispatching from {where} (Ctrl-C to stop)", err=True)
+        await _until_signalled()
+    finally:
+        await runtime.stop()
+
+
+async def _until_signalled() -> None:
+    """Return on SIGINT or SIGTERM: requests in flight then finish and are recorded."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(number, stop.set)
+    await stop.wait()
+
+
 def _guard(fn: Callable[[], Any]) -> Any:
     """Turn tocsin's own errors into a one-line message and exit status 2."""
     try:
@@ -261,7 +345,7 @@ def describe_request(received: Received, secret: str | None) -> str:
     try:
         text = received.body.decode()
         items = (
-            [json.loads(line) for line in text.splitlines()]
+            [json.loads(line) for line in text.split("\n") if line]
             if "ndjson" in (received.headers.get("Content-Type") or "")
             else json.loads(text)
         )

@@ -74,7 +74,11 @@ class Vault:
 
 
 def open_vault(secret_key: str | None, database_url: str) -> Vault:
-    """The vault of a deployment: TOCSIN_SECRET_KEY, else a key file beside the SQLite file."""
+    """The vault of a deployment: TOCSIN_SECRET_KEY, else a key file beside the SQLite file.
+
+    PostgreSQL has no file to keep a key beside, and every process sharing the database
+    must hold the same key: there TOCSIN_SECRET_KEY is required.
+    """
     path = sqlite_path(database_url)
     key_file = None if path is None else path.with_name(path.name + ".key")
     return Vault(load_keys(secret_key, key_file))
@@ -88,7 +92,11 @@ def load_keys(secret_key: str | None, key_file: Path | None) -> list[bytes]:
     if secret_key:
         return [part.strip().encode() for part in secret_key.split(",") if part.strip()]
     if key_file is None:
-        raise ConfigError("set TOCSIN_SECRET_KEY: there is no database file to keep a key beside")
+        raise ConfigError(
+            "set TOCSIN_SECRET_KEY (or --secret-key) to the same key in every process: "
+            "a PostgreSQL database has no file beside it to keep a key in "
+            "(make one with `tocsin generate-key`)"
+        )
     if not key_file.exists():
         key_file.parent.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -58,10 +58,25 @@ def _hit_event(
     hit = formats.normalize_hit(raw, now=int(now), new_id=new_id)
     return NewEvent(
         type=EventType.HIT,
-        notification=formats.encode_hit_notification(orjson.dumps(hit), settings),
+        notification=formats.encode_hit_notification(_hit_json(hit, index), settings),
         sample_key=formats.sample_key(hit),
         notify=not experimental,
     )
+
+
+def _hit_json(hit: dict[str, Any], index: int) -> bytes:
+    """The hit's JSON; a hit nested too deeply for receivers is refused naming the field."""
+    try:
+        encoded: bytes | None = orjson.dumps(hit)
+    except orjson.JSONEncodeError:  # nested past what orjson encodes
+        encoded = None
+    if deep := formats.hit_depth_error(hit, encoded):
+        limit = formats.MAX_HIT_DEPTH
+        message = f"{deep} nests too deeply: a hit has at most {limit} levels of arrays and objects"
+        raise InvalidEvent(message, f"[{index}].{deep}")
+    if encoded is None:  # hit_depth_error names a field first; kept for the type checker
+        raise InvalidEvent("the hit cannot be encoded as JSON", f"[{index}]")
+    return encoded
 
 
 _VULN_STRINGS = ("domain", "method", "parameter", "path", "title", "discovered_by", "type")

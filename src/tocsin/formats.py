@@ -10,6 +10,7 @@ import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -89,6 +90,38 @@ def hit_type_error(hit: Mapping[str, Any]) -> str | None:
         if isinstance(value, bool) or not isinstance(value, expected):
             return key
     return None
+
+
+# How deep a hit may nest, the hit object being the first level: far beyond what sensors
+# send, and shallow enough that a delivered body (array, notification, details, hit)
+# stays within the nesting limits of receivers' parsers (Ruby's JSON allows 100 levels,
+# serde_json 128) and of orjson's encoder (254).
+MAX_HIT_DEPTH = 32
+
+
+def hit_depth_error(hit: Mapping[str, Any], hit_json: bytes | None) -> str | None:
+    """Name the first field of a hit nested deeper than MAX_HIT_DEPTH, if any.
+
+    `hit_json` is the hit's JSON (None when it could not be encoded): nesting never
+    exceeds its count of brackets, which clears ordinary hits at C speed.
+    """
+    if hit_json is not None and hit_json.count(b"[") + hit_json.count(b"{") <= MAX_HIT_DEPTH:
+        return None
+    for key, value in hit.items():
+        if nests_deeper_than(value, MAX_HIT_DEPTH - 1):
+            return key
+    return None
+
+
+def nests_deeper_than(value: Any, levels: int) -> bool:
+    """Whether `value` nests more than `levels` arrays and objects."""
+    if isinstance(value, dict):
+        children: Any = value.values()
+    elif isinstance(value, list | tuple):
+        children = value
+    else:
+        return False
+    return levels == 0 or any(nests_deeper_than(child, levels - 1) for child in children)
 
 
 def normalize_hit(raw: Mapping[str, Any], *, now: int, new_id: Callable[[], list[str]]) -> JSON:
@@ -185,6 +218,16 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+# Every character str.splitlines breaks at: a reported value that holds one would add
+# lines of its own to a description ("Threat: Low" under a title), so it becomes a space.
+_ONE_LINE = str.maketrans(dict.fromkeys("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029", " "))
+
+
+def _line(value: Any) -> str:
+    """A value as it stands on one line of a description."""
+    return _text(value).translate(_ONE_LINE)
+
+
 def vuln_description(vuln: Mapping[str, Any], link: str, settings: NotifySettings) -> str:
     """The multi-line text of SPEC 2.2; empty values leave the label alone."""
     lines = [
@@ -192,21 +235,21 @@ def vuln_description(vuln: Mapping[str, Any], link: str, settings: NotifySetting
         "",
         "New vulnerability was detected in your system.",
         "",
-        f"ID: {_text(vuln.get('id'))}",
-        f"Title: {_text(vuln.get('title'))}",
-        f"Domain: {_text(vuln.get('domain'))}",
-        f"Path: {_text(vuln.get('path'))}",
-        f"Method: {_text(vuln.get('method'))}",
-        f"Discovered by: {_text(vuln.get('discovered_by'))}",
-        f"Parameter: {_text(vuln.get('parameter'))}",
-        f"Type: {_text(vuln.get('type'))}",
-        f"Threat: {_text(vuln.get('threat'))}",
+        f"ID: {_line(vuln.get('id'))}",
+        f"Title: {_line(vuln.get('title'))}",
+        f"Domain: {_line(vuln.get('domain'))}",
+        f"Path: {_line(vuln.get('path'))}",
+        f"Method: {_line(vuln.get('method'))}",
+        f"Discovered by: {_line(vuln.get('discovered_by'))}",
+        f"Parameter: {_line(vuln.get('parameter'))}",
+        f"Type: {_line(vuln.get('type'))}",
+        f"Threat: {_line(vuln.get('threat'))}",
         "",
-        f"More details: {link}",
+        f"More details: {_line(link)}",
         "",
         "",
-        f"Client: {settings.client_name}",
-        f"Cloud: {settings.cloud}",
+        f"Client: {_line(settings.client_name)}",
+        f"Cloud: {_line(settings.cloud)}",
         "",
     ]
     return "\n".join(lines)
@@ -221,7 +264,8 @@ def vuln_notification(
 ) -> JSON:
     """SPEC 2.2: one vulnerability (already normalised)."""
     object_id = vuln.get("id") if link_id is None else link_id
-    link = f"{settings.console_url.rstrip('/')}/object/{_text(object_id)}"
+    # Quoted: an id reported as text ("7/../../logout", "a b") stays one path segment.
+    link = f"{settings.console_url.rstrip('/')}/object/{quote(_text(object_id), safe='')}"
     return {
         "summary": summary or f"{settings.summary_prefix} New vulnerability detected",
         "description": vuln_description(vuln, link, settings),

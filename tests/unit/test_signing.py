@@ -44,3 +44,16 @@ def test_the_previous_secret_signs_for_24_hours_after_a_rotation() -> None:
     )
     assert integration.signing_secrets(1000.0 + 86399) == ["whsec_new", "whsec_old"]
     assert integration.signing_secrets(1000.0 + 86400) == ["whsec_new"]
+
+
+def test_users_cannot_shadow_the_signature_headers_in_another_case() -> None:
+    settings = WebhookSettings(
+        name="n",
+        url="https://x.example/",
+        headers={"Webhook-Signature": "v1,forged", "X-A": "1", "x-a": "2"},
+    )
+    headers = sender.request_headers(settings, [SECRET], "msg_1", b"[]", 1700000000)
+    lowered = [name.lower() for name in headers]
+    assert len(lowered) == len(set(lowered))
+    assert headers["webhook-signature"] == signing.sign(SECRET, "msg_1", 1700000000, b"[]")
+    assert headers["x-a"] == "2"

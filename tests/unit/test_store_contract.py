@@ -1,4 +1,4 @@
-"""The Store contract: one suite, run against MemoryStore and SqliteStore alike.
+"""The Store contract: one suite, run against MemoryStore, SqliteStore and PostgresStore.
 
 Times are explicit floats, so leases, retries, sampling windows and the
 auto-disable window are tested without sleeping.
@@ -6,6 +6,7 @@ auto-disable window are tested without sleeping.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
+from tests import pg
 from tocsin import formats
 from tocsin.crypto import Vault
 from tocsin.errors import Conflict, NotFound
@@ -33,6 +35,7 @@ from tocsin.models import (
     WebhookSettings,
 )
 from tocsin.store import AutoDisabled, Bootstrap, ClaimLimits, MemoryStore, Store
+from tocsin.store.postgres import PostgresStore
 from tocsin.store.sqlite import SqliteStore
 
 T0 = 1_700_000_000.0
@@ -129,18 +132,26 @@ def statuses(deliveries: Sequence[Delivery]) -> list[DeliveryStatus]:
 # fixtures --------------------------------------------------------------------
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     marker = request.node.get_closest_marker("max_batch")
     batch = marker.args[0] if marker else 500
-    made: Store = (
-        MemoryStore(max_batch=batch)
-        if request.param == "memory"
-        else SqliteStore(tmp_path / "t.db", vault=VAULT, synchronous="NORMAL", max_batch=batch)
-    )
-    await made.migrate()
-    yield made
-    await made.close()
+    async with contextlib.AsyncExitStack() as stack:
+        made = await make_store(request.param, batch, tmp_path, stack)
+        await made.migrate()
+        yield made
+        await made.close()
+
+
+async def make_store(
+    kind: str, batch: int, tmp_path: Path, stack: contextlib.AsyncExitStack
+) -> Store:
+    if kind == "memory":
+        return MemoryStore(max_batch=batch)
+    if kind == "sqlite":
+        return SqliteStore(tmp_path / "t.db", vault=VAULT, synchronous="NORMAL", max_batch=batch)
+    dsn = await stack.enter_async_context(pg.database())  # a fresh clone of the template
+    return PostgresStore(dsn, vault=VAULT, max_batch=batch)
 
 
 @pytest.fixture

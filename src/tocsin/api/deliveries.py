@@ -48,7 +48,9 @@ async def list_deliveries(
     caller: Caller,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     before: Annotated[
-        int | None, Query(ge=1, description="return deliveries older than this id")
+        int | None,
+        # Ids are 64-bit database integers: a larger one would overflow the query.
+        Query(ge=1, le=2**63 - 1, description="return deliveries older than this id"),
     ] = None,
 ) -> DeliveryPage:
     if await runtime.store.get_integration(caller.client.id, integration_id) is None:

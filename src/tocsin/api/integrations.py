@@ -10,14 +10,14 @@ from fastapi import APIRouter, Body, Response
 from pydantic import ValidationError
 
 from tocsin import formats, ids
-from tocsin.api.deps import Caller, Service
+from tocsin.api.deps import Caller, JsonRoute, Service
 from tocsin.api.errors import ApiError, field_of
 from tocsin.api.schemas import IntegrationIn, IntegrationOut, TestResult, settings_dict
 from tocsin.errors import NotFound
 from tocsin.models import BodyFormat, Integration, Principal, WebhookSettings
 from tocsin.service import Tocsin
 
-router = APIRouter(prefix="/integrations", tags=["integrations"])
+router = APIRouter(prefix="/integrations", tags=["integrations"], route_class=JsonRoute)
 
 
 async def _get(runtime: Tocsin, caller: Principal, integration_id: int) -> Integration:

@@ -174,14 +174,18 @@ def request_headers(
     body: bytes,
     timestamp: int,
 ) -> dict[str, str]:
-    """Content-Type and User-Agent (the user's headers may override them), then signatures."""
-    headers = {"Content-Type": formats.content_type(settings.format), "User-Agent": USER_AGENT}
-    lowered = {name.lower(): name for name in headers}
-    for name, value in settings.headers.items():
-        headers.pop(lowered.get(name.lower(), name), None)
-        headers[name] = value
-    headers.update(signing.headers(secrets, webhook_id, timestamp, body))
-    return headers
+    """Content-Type and User-Agent (the user's headers may override them), then signatures.
+
+    Names are compared without case: of two headers differing only in case the later
+    wins, and the signature headers are always tocsin's own.
+    """
+    by_name: dict[str, tuple[str, str]] = {}
+    defaults = {"Content-Type": formats.content_type(settings.format), "User-Agent": USER_AGENT}
+    signed = signing.headers(secrets, webhook_id, timestamp, body)
+    for layer in (defaults, settings.headers, signed):
+        for name, value in layer.items():
+            by_name[name.lower()] = (name, value)
+    return dict(by_name.values())
 
 
 async def read_capped(response: aiohttp.ClientResponse) -> str:

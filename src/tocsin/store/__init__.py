@@ -5,10 +5,19 @@ from __future__ import annotations
 from tocsin.config import sqlite_path
 from tocsin.crypto import Vault
 from tocsin.errors import ConfigError
-from tocsin.store.base import AutoDisabled, Bootstrap, ClaimLimits, Store
+from tocsin.store.base import AutoDisabled, Bootstrap, ClaimLimits, Notifier, Store
 from tocsin.store.memory import MemoryStore
 
-__all__ = ["AutoDisabled", "Bootstrap", "ClaimLimits", "MemoryStore", "Store", "open_store"]
+__all__ = [
+    "AutoDisabled",
+    "Bootstrap",
+    "ClaimLimits",
+    "MemoryStore",
+    "Notifier",
+    "Store",
+    "is_postgres",
+    "open_store",
+]
 
 
 def open_store(
@@ -20,6 +29,16 @@ def open_store(
         from tocsin.store.sqlite import SqliteStore  # noqa: PLC0415 - imported on demand
 
         return SqliteStore(path, vault=vault, synchronous=synchronous, max_batch=max_batch)
-    if database_url.startswith(("postgresql://", "postgres://")):
-        raise ConfigError("PostgreSQL support is not in this release yet; use sqlite:///path.db")
-    raise ConfigError(f"unsupported database URL {database_url!r}: use sqlite:///./tocsin.db")
+    if is_postgres(database_url):
+        from tocsin.store.postgres import PostgresStore  # noqa: PLC0415 - imported on demand
+
+        return PostgresStore(database_url, vault=vault, max_batch=max_batch)
+    raise ConfigError(
+        f"unsupported database URL {database_url!r}: use sqlite:///./tocsin.db "
+        "or postgresql://user@host:5432/database"
+    )
+
+
+def is_postgres(database_url: str) -> bool:
+    """Whether a database URL names PostgreSQL (shared by any number of processes)."""
+    return database_url.startswith(("postgresql://", "postgres://"))

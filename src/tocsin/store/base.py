@@ -1,15 +1,15 @@
 """The Store interface: everything tocsin keeps, behind one small async API.
 
 Implementations: `memory.MemoryStore` (unit tests), `sqlite.SqliteStore` (embedded
-default). Callers depend on this Protocol only, so PostgreSQL can follow without
-touching them. Every method is one transaction.
+default), `postgres.PostgresStore` (shared by several processes). Callers depend on
+this Protocol only. Every method is one transaction.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from tocsin.models import (
     AttemptRecord,
@@ -115,6 +115,15 @@ class AutoDisabled:
     requests: int
     failures: int
     window_seconds: float
+
+
+@runtime_checkable
+class Notifier(Protocol):
+    """A store that hears when another process queues work (PostgreSQL's LISTEN/NOTIFY)."""
+
+    async def wait_for_work(self) -> None:
+        """Return when work may have been queued (the caller bounds the wait)."""
+        ...
 
 
 class Store(Protocol):

@@ -1,0 +1,711 @@
+"""The shared store: PostgreSQL through an asyncpg pool, for any number of processes.
+
+The same semantics as SqliteStore, method for method; what differs is how several
+processes stay out of each other's way (the SQL is in `sql/postgres.sql`):
+
+- Claims take due deliveries and queued outbox groups with `FOR UPDATE SKIP LOCKED`
+  and never wait for a lock: two workers never get the same delivery.
+- Row locks on integrations order the rest. Changing an integration's settings or
+  state takes `FOR UPDATE`; ingestion and claims take `FOR KEY SHARE`, so a disable
+  waits for the ingests that saw the integration enabled and then cancels what they
+  queued; recording attempts takes `FOR NO KEY UPDATE`, so the attempts of one
+  integration are recorded one transaction at a time and the auto-disable rule sees
+  every committed attempt (and fires once: its UPDATE is conditional).
+- Hit sampling is counted in `hit_samples` (one upsert per ingest), not in memory, so
+  the first 5 identical hits per hour notify once in total whichever process takes them.
+- Ingestion sends `NOTIFY tocsin_work` on commit; `wait_for_work` listens on a
+  dedicated connection, so a dispatcher in another process wakes within milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from tocsin import ids, retry, sampling
+from tocsin.crypto import Vault
+from tocsin.errors import Conflict, MigrationError, NotFound, StoreError
+from tocsin.models import (
+    Attempt,
+    AttemptRecord,
+    Claim,
+    Client,
+    Delivery,
+    DeliveryStatus,
+    Integration,
+    NewEvent,
+    Principal,
+    Role,
+    WebhookSettings,
+)
+from tocsin.store import codec, grouping, queries
+from tocsin.store.base import AutoDisabled, Bootstrap, ClaimLimits, ClaimSlots, lease_seconds
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+    Conn = PoolConnectionProxy[asyncpg.Record]
+
+T = TypeVar("T")
+Q = queries.load("postgres")
+CHANNEL = "tocsin_work"  # NOTIFY tocsin_work in sql/postgres.sql
+log = logging.getLogger("tocsin.store")
+
+_DEADLOCK_TRIES = 3
+_PRUNE_EVERY = 60.0
+# Windows are forgotten a minute after they end, so that a process whose clock is a
+# little behind never finds its window gone early.
+_PRUNE_AFTER = sampling.SAMPLE_WINDOW + 60.0
+_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+
+class PostgresStore:
+    """Store on one PostgreSQL database, shared by every tocsin process that names it."""
+
+    def __init__(
+        self, dsn: str, *, vault: Vault, max_batch: int = 500, pool_size: int = 10
+    ) -> None:
+        self._dsn = dsn
+        self._where = describe(dsn)
+        self._max_batch = max_batch
+        self._pool_size = pool_size
+        self._codec = codec.Secrets(vault)
+        self._pool: asyncpg.Pool[asyncpg.Record] | None = None
+        self._opening = asyncio.Lock()
+        self._listener: asyncpg.Connection[asyncpg.Record] | None = None
+        self._work = asyncio.Event()
+        self._pruned_at = -math.inf
+
+    # plumbing -------------------------------------------------------------
+
+    async def _tx(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run `fn` as one transaction; a deadlock (never expected) is retried."""
+        pool = await self._open()
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                async with pool.acquire() as conn, conn.transaction():
+                    return await fn(conn)
+            except asyncpg.DeadlockDetectedError as exc:
+                if tries >= _DEADLOCK_TRIES:
+                    raise StoreError(f"PostgreSQL at {self._where}: {exc}") from exc
+                log.warning("deadlock on %s; retrying the transaction", self._where)
+            except _DRIVER_ERRORS as exc:
+                raise StoreError(f"PostgreSQL at {self._where}: {exc}") from exc
+
+    async def _open(self) -> asyncpg.Pool[asyncpg.Record]:
+        async with self._opening:
+            if self._pool is None:
+                try:
+                    self._pool = await asyncpg.create_pool(
+                        self._dsn, min_size=1, max_size=self._pool_size
+                    )
+                except _DRIVER_ERRORS as exc:
+                    where = self._where
+                    raise StoreError(f"cannot connect to PostgreSQL at {where}: {exc}") from exc
+            return self._pool
+
+    async def close(self) -> None:
+        listener, self._listener = self._listener, None
+        pool, self._pool = self._pool, None
+        if listener is not None and not listener.is_closed():
+            await listener.close()
+        if pool is not None:
+            await pool.close()
+
+    async def ping(self) -> None:
+        await self._tx(lambda conn: conn.fetchval(Q["ping"]))
+
+    async def migrate(self) -> list[int]:
+        return await self._tx(_migrate)
+
+    # waking other processes ------------------------------------------------
+
+    async def wait_for_work(self) -> None:
+        """Return when some process may have queued work (or the listening connection broke).
+
+        Raises StoreError when PostgreSQL cannot be reached to listen.
+        """
+        await self._listen()
+        await self._work.wait()
+        self._work.clear()
+
+    async def _listen(self) -> None:
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        listener: asyncpg.Connection[asyncpg.Record] | None = None
+        try:
+            listener = await asyncpg.connect(self._dsn)
+            await listener.add_listener(CHANNEL, self._on_notify)
+        except _DRIVER_ERRORS as exc:
+            if listener is not None:
+                listener.terminate()
+            raise StoreError(f"cannot listen on PostgreSQL at {self._where}: {exc}") from exc
+        listener.add_termination_listener(self._on_notify)  # wake, then listen again
+        self._listener = listener
+        self._work.set()  # whatever was queued while nobody listened: look once
+
+    def _on_notify(self, *_: object) -> None:
+        self._work.set()
+
+    # clients, users, tokens -------------------------------------------------
+
+    async def bootstrap(self, boot: Bootstrap, now: float) -> bool:
+        async def tx(conn: Conn) -> bool:
+            await conn.execute(Q["lock_bootstrap"])
+            if await conn.fetchval(Q["count_clients"]):
+                return False
+            client_id = await conn.fetchval(
+                Q["insert_client"], boot.client_name, boot.cloud, boot.console_url, now
+            )
+            user_id = await conn.fetchval(
+                Q["insert_user"],
+                client_id,
+                boot.admin_email,
+                boot.admin_name,
+                Role.ADMINISTRATOR.value,
+                now,
+            )
+            await conn.execute(Q["insert_token"], user_id, boot.token_hash, now)
+            return True
+
+        return await self._tx(tx)
+
+    async def principal(self, token_hashes: Sequence[str], now: float) -> Principal | None:
+        async def tx(conn: Conn) -> Principal | None:
+            row = await conn.fetchrow(Q["principal_by_token"], list(token_hashes), now)
+            if row is None:
+                return None
+            client = Client(id=row[0], name=row[1], cloud=row[2], console_url=row[3])
+            return Principal(client=client, user_id=row[4], email=row[5], role=Role(row[6]))
+
+        return await self._tx(tx)
+
+    async def get_client(self, client_id: int) -> Client | None:
+        async def tx(conn: Conn) -> Client | None:
+            row = await conn.fetchrow(Q["client_by_id"], client_id)
+            return None if row is None else Client(**dict(row))
+
+        return await self._tx(tx)
+
+    async def create_client(self, name: str, cloud: str, console_url: str, now: float) -> Client:
+        async def tx(conn: Conn) -> Client:
+            client_id = await conn.fetchval(Q["insert_client"], name, cloud, console_url, now)
+            return Client(id=client_id, name=name, cloud=cloud, console_url=console_url)
+
+        return await self._tx(tx)
+
+    # integrations -----------------------------------------------------------
+
+    async def create_integration(
+        self, client_id: int, settings: WebhookSettings, signing_secret: str, now: float
+    ) -> Integration:
+        async def tx(conn: Conn) -> Integration:
+            row = await conn.fetchrow(
+                Q["insert_integration"],
+                client_id,
+                self._codec.settings_json(settings),
+                settings.enabled,
+                self._codec.seal(signing_secret),
+                now,
+            )
+            return self._codec.integration(_one(row))
+
+        return await self._tx(tx)
+
+    async def get_integration(self, client_id: int, integration_id: int) -> Integration | None:
+        async def tx(conn: Conn) -> Integration | None:
+            row = await conn.fetchrow(Q["integration_by_id"], integration_id, client_id)
+            return None if row is None else self._codec.integration(row)
+
+        return await self._tx(tx)
+
+    async def list_integrations(self, client_id: int) -> list[Integration]:
+        async def tx(conn: Conn) -> list[Integration]:
+            rows = await conn.fetch(Q["integrations_of_client"], client_id)
+            return [self._codec.integration(row) for row in rows]
+
+        return await self._tx(tx)
+
+    async def update_integration(
+        self, client_id: int, integration_id: int, settings: WebhookSettings, now: float
+    ) -> Integration | None:
+        async def tx(conn: Conn) -> Integration | None:
+            before = await conn.fetchrow(Q["lock_integration"], integration_id, client_id)
+            if before is None:
+                return None
+            row = await conn.fetchrow(
+                Q["update_integration_settings"],
+                integration_id,
+                client_id,
+                self._codec.settings_json(settings),
+                settings.enabled,
+                now,
+            )
+            after = self._codec.integration(_one(row))
+            if before["enabled"] and not settings.enabled:
+                await self._cancel_queued(conn, after, now)
+            return after
+
+        return await self._tx(tx)
+
+    async def set_enabled(
+        self,
+        client_id: int,
+        integration_id: int,
+        *,
+        enabled: bool,
+        now: float,
+        reason: str | None = None,
+    ) -> Integration | None:
+        async def tx(conn: Conn) -> Integration | None:
+            if await conn.fetchrow(Q["lock_integration"], integration_id, client_id) is None:
+                return None
+            if enabled:
+                row = await conn.fetchrow(Q["enable_integration"], integration_id, client_id, now)
+            else:
+                row = await conn.fetchrow(
+                    Q["disable_integration"], integration_id, client_id, now, reason
+                )
+            integration = self._codec.integration(_one(row))
+            if not enabled:
+                await self._cancel_queued(conn, integration, now)
+            return integration
+
+        return await self._tx(tx)
+
+    async def delete_integration(self, client_id: int, integration_id: int, now: float) -> bool:
+        async def tx(conn: Conn) -> bool:
+            row = await conn.fetchrow(Q["lock_integration"], integration_id, client_id)
+            if row is None:
+                return False
+            await conn.execute(Q["delete_integration"], integration_id, client_id, now)
+            await self._cancel_queued(conn, self._codec.integration(row), now)
+            return True
+
+        return await self._tx(tx)
+
+    async def _cancel_queued(self, conn: Conn, integration: Integration, now: float) -> None:
+        """Cancel waiting deliveries and turn queued notifications into cancelled deliveries.
+
+        They stay in the delivery log so that they can be re-sent after re-enabling. The
+        caller holds the integration FOR UPDATE: no claim holds its outbox rows.
+        """
+        await conn.execute(Q["cancel_waiting_deliveries"], integration.id, now)
+        cancelled = DeliveryStatus.CANCELLED
+        while (
+            await self._new_delivery(conn, integration, now, status=cancelled, lease=None)
+            is not None
+        ):
+            pass
+
+    async def rotate_signing_secret(
+        self, client_id: int, integration_id: int, secret: str, now: float
+    ) -> Integration | None:
+        async def tx(conn: Conn) -> Integration | None:
+            row = await conn.fetchrow(
+                Q["rotate_signing_secret"],
+                integration_id,
+                client_id,
+                self._codec.seal(secret),
+                now,
+            )
+            return None if row is None else self._codec.integration(row)
+
+        return await self._tx(tx)
+
+    async def reencrypt(self) -> int:
+        async def tx(conn: Conn) -> int:
+            rows = await conn.fetch(Q["all_integration_secrets"])
+            vault = self._codec.vault
+            await conn.executemany(
+                Q["store_integration_secrets"],
+                [
+                    (
+                        row["id"],
+                        self._codec.reencrypted_settings(row["settings"]),
+                        vault.rotate(row["signing_secret"]),
+                        _rotated(vault, row["previous_signing_secret"]),
+                    )
+                    for row in rows
+                ],
+            )
+            return len(rows)
+
+        return await self._tx(tx)
+
+    async def queued_notifications(self, integration_id: int) -> int:
+        async def tx(conn: Conn) -> int:
+            return int(await conn.fetchval(Q["count_outbox"], integration_id))
+
+        return await self._tx(tx)
+
+    # ingestion ----------------------------------------------------------------
+
+    async def ingest(self, client_id: int, events: Sequence[NewEvent], now: float) -> int:
+        async def tx(conn: Conn) -> int:
+            rows = await conn.fetch(Q["enabled_integrations_of_client"], client_id)
+            integrations = [self._codec.integration(row) for row in rows]
+            notify = await _sample(conn, client_id, events, now)
+            groups = list(grouping.group(events, notify, self._max_batch))
+            if not groups:
+                return 0
+            event_ids = await _store_groups(conn, client_id, groups, now)
+            outbox = _outbox_rows(groups, event_ids, integrations)
+            if outbox:
+                await conn.execute(Q["insert_outbox"], *map(list, zip(*outbox, strict=True)))
+                await conn.execute(Q["notify_work"])
+            return len(events)
+
+        return await self._tx(tx)
+
+    # delivery -------------------------------------------------------------------
+
+    async def claim(self, limits: ClaimLimits, now: float) -> list[Claim]:
+        await self._prune_samples(now)
+
+        async def tx(conn: Conn) -> list[Claim]:
+            slots = ClaimSlots(limits)
+            claims = await self._claim_due(conn, limits, slots, now)
+            room = limits.limit - len(claims)
+            claims.extend(await self._claim_outbox(conn, limits, slots, now, room=room))
+            return claims
+
+        return await self._tx(tx)
+
+    async def _prune_samples(self, now: float) -> None:
+        """Forget ended sampling windows, at most once a minute, in a transaction of its own."""
+        if now - self._pruned_at < _PRUNE_EVERY:
+            return
+        self._pruned_at = now
+        await self._tx(lambda conn: conn.execute(Q["prune_hit_samples"], now, _PRUNE_AFTER))
+
+    async def _claim_due(
+        self, conn: Conn, limits: ClaimLimits, slots: ClaimSlots, now: float
+    ) -> list[Claim]:
+        rows = await conn.fetch(Q["due_deliveries"], now, limits.saturated(), limits.limit)
+        found = await self._integrations(conn, {row["integration_id"] for row in rows})
+        claims: list[Claim] = []
+        for row in rows:
+            integration = found.get(row["integration_id"])
+            if integration is None or not slots.take(integration.id):
+                continue
+            lease_until = now + lease_seconds(integration, limits.lease_margin)
+            delivery = codec.delivery_from_row(row)
+            claim = Claim(delivery=delivery, integration=integration, lease_until=lease_until)
+            claims.append(claim)
+        if claims:
+            await conn.execute(
+                Q["lease_deliveries"],
+                limits.owner,
+                [claim.delivery.id for claim in claims],
+                [claim.lease_until for claim in claims],
+            )
+        return claims
+
+    async def _integrations(self, conn: Conn, wanted: Iterable[int]) -> dict[int, Integration]:
+        """The enabled, undeleted integrations among `wanted`, by id."""
+        rows = await conn.fetch(Q["integrations_by_ids"], list(wanted))
+        return {
+            row["id"]: self._codec.integration(row)
+            for row in rows
+            if row["enabled"] and row["deleted_at"] is None
+        }
+
+    async def _claim_outbox(
+        self, conn: Conn, limits: ClaimLimits, slots: ClaimSlots, now: float, *, room: int
+    ) -> list[Claim]:
+        claims: list[Claim] = []
+        for (integration_id,) in await conn.fetch(Q["outbox_integrations"]):
+            if len(claims) >= room:
+                break
+            row = await conn.fetchrow(Q["integration_for_claim"], integration_id)
+            if row is not None:
+                integration = self._codec.integration(row)
+                left = room - len(claims)
+                claims += await self._batches(conn, integration, limits, slots, now, room=left)
+        return claims
+
+    async def _batches(
+        self,
+        conn: Conn,
+        integration: Integration,
+        limits: ClaimLimits,
+        slots: ClaimSlots,
+        now: float,
+        *,
+        room: int,
+    ) -> list[Claim]:
+        """New leased deliveries of one integration's queued notifications, slots allowing."""
+        lease = (limits.owner, now + lease_seconds(integration, limits.lease_margin))
+        claims: list[Claim] = []
+        while len(claims) < room and slots.take(integration.id):
+            pending = DeliveryStatus.PENDING
+            delivery = await self._new_delivery(conn, integration, now, status=pending, lease=lease)
+            if delivery is None:
+                slots.give_back(integration.id)
+                break
+            claims.append(Claim(delivery=delivery, integration=integration, lease_until=lease[1]))
+        return claims
+
+    async def _new_delivery(
+        self,
+        conn: Conn,
+        integration: Integration,
+        now: float,
+        *,
+        status: DeliveryStatus,
+        lease: tuple[str, float] | None,
+    ) -> Delivery | None:
+        """Move up to one batch of the integration's queued notifications into a new delivery."""
+        queued = await conn.fetch(Q["outbox_batch"], integration.id, self._max_batch)
+        if not queued:
+            return None
+        queued = queued[: grouping.fitting([row["count"] for row in queued], self._max_batch)]
+        taken = await conn.fetch(Q["take_outbox"], [row["id"] for row in queued])
+        blobs = [bytes(row["notifications"]) for row in sorted(taken, key=lambda row: row["id"])]
+        waiting = status is DeliveryStatus.PENDING
+        row = await conn.fetchrow(
+            Q["insert_delivery"],
+            ids.webhook_id(),
+            integration.id,
+            integration.client_id,
+            status.value,
+            sum(row["count"] for row in queued),
+            grouping.body(blobs, integration.settings.format),
+            now if waiting else None,
+            lease[0] if lease else None,
+            lease[1] if lease else None,
+            now,
+        )
+        return codec.delivery_from_row(_one(row))
+
+    async def record_attempts(
+        self, records: Sequence[AttemptRecord], now: float
+    ) -> list[AutoDisabled]:
+        if not records:
+            return []
+
+        async def tx(conn: Conn) -> list[AutoDisabled]:
+            touched = sorted({record.integration_id for record in records})
+            await conn.execute(Q["lock_integrations_for_records"], touched)
+            # In order: an attempt's number comes from the delivery's count so far.
+            await conn.executemany(Q["record_attempt"], [_attempt_args(r, now) for r in records])
+            last = {record.integration_id: record.outcome.error for record in records}
+            await conn.executemany(Q["set_integration_error"], sorted(last.items()))
+            failing = sorted({r.integration_id for r in records if not r.outcome.ok})
+            return [found for i in failing if (found := await self._auto_disable(conn, i, now))]
+
+        return await self._tx(tx)
+
+    async def _auto_disable(
+        self, conn: Conn, integration_id: int, now: float
+    ) -> AutoDisabled | None:
+        window = retry.AUTO_DISABLE_WINDOW
+        found = await conn.fetchrow(Q["integration_by_id_any_client"], integration_id)
+        if found is None:
+            return None
+        since = max(now - window, found["enabled_at"])
+        stats = _one(await conn.fetchrow(Q["attempt_stats"], integration_id, since))
+        requests, failures = int(stats[0]), int(stats[1])
+        if not retry.should_auto_disable(requests, failures):
+            return None
+        reason = (
+            f"{failures} of {requests} requests failed ({failures / requests:.0%}) "
+            f"in the last {window / 3600:.0f} hours"
+        )
+        # FOR UPDATE waits for the ingests that saw it enabled: their work is cancelled too.
+        await conn.execute(Q["lock_integration_any_client"], integration_id)
+        row = await conn.fetchrow(Q["auto_disable_integration"], integration_id, reason, now)
+        if row is None:
+            return None
+        integration = self._codec.integration(row)
+        await self._cancel_queued(conn, integration, now)
+        return AutoDisabled(
+            integration=integration, requests=requests, failures=failures, window_seconds=window
+        )
+
+    async def next_due(self) -> float | None:
+        async def tx(conn: Conn) -> float | None:
+            value = await conn.fetchval(Q["next_due"])
+            return None if value is None else float(value)
+
+        return await self._tx(tx)
+
+    async def list_deliveries(
+        self, client_id: int, integration_id: int, *, limit: int, before: int | None
+    ) -> list[Delivery]:
+        async def tx(conn: Conn) -> list[Delivery]:
+            below = before if before is not None else 2**62
+            rows = await conn.fetch(Q["deliveries_page"], client_id, integration_id, below, limit)
+            return await _with_attempts(conn, rows)
+
+        return await self._tx(tx)
+
+    async def get_delivery(self, client_id: int, delivery_id: int) -> Delivery | None:
+        async def tx(conn: Conn) -> Delivery | None:
+            row = await conn.fetchrow(Q["delivery_of_client"], delivery_id, client_id)
+            return None if row is None else (await _with_attempts(conn, [row]))[0]
+
+        return await self._tx(tx)
+
+    async def resend(self, client_id: int, delivery_id: int, now: float) -> Delivery:
+        async def tx(conn: Conn) -> Delivery:
+            row = await conn.fetchrow(Q["delivery_of_client"], delivery_id, client_id)
+            if row is None:
+                raise NotFound(f"delivery {delivery_id} not found")
+            # FOR KEY SHARE: a disable in progress is waited for, and seen.
+            integration = await conn.fetchrow(
+                Q["integration_for_resend"], row["integration_id"], client_id
+            )
+            _check_resendable(DeliveryStatus(row["status"]), integration)
+            fresh = await conn.fetchrow(Q["requeue_delivery"], delivery_id, now)
+            if fresh is None:
+                raise Conflict("this delivery was re-sent or changed meanwhile; reload it")
+            return (await _with_attempts(conn, [fresh]))[0]
+
+        return await self._tx(tx)
+
+
+# helpers ----------------------------------------------------------------------
+
+
+def describe(dsn: str) -> str:
+    """Where a DSN points, for messages: host, port and database, never the password."""
+    parts = urlsplit(dsn)
+    host = parts.hostname or "localhost"
+    database = parts.path.lstrip("/") or parts.username or "postgres"
+    return f"{host}:{parts.port or 5432}/{database}"
+
+
+async def _migrate(conn: Conn) -> list[int]:
+    await conn.execute(Q["lock_migrations"])
+    await conn.execute(Q["create_schema_migrations"])
+    done = {row[0] for row in await conn.fetch(Q["schema_versions"])}
+    applied = []
+    for version, script in queries.migrations("postgres"):
+        if version in done:
+            continue
+        try:
+            await conn.execute(script)
+        except asyncpg.PostgresError as exc:
+            raise MigrationError(f"migration {version} failed: {exc}") from exc
+        await conn.execute(Q["insert_schema_version"], version, time.time())
+        applied.append(version)
+    return applied
+
+
+async def _sample(conn: Conn, client_id: int, events: Sequence[NewEvent], now: float) -> list[bool]:
+    """Which events notify: hit sampling (SPEC 2.1) counted in hit_samples."""
+    hits = Counter(e.sample_key for e in events if e.notify and e.sample_key is not None)
+    admitted: dict[int, int] = {}
+    if hits:
+        rows = await conn.fetch(
+            Q["admit_hits"],
+            client_id,
+            now,
+            list(hits),
+            list(hits.values()),
+            sampling.SAMPLE_LIMIT,
+            sampling.SAMPLE_WINDOW,
+        )
+        admitted = {row["key"]: row["admitted"] for row in rows}
+    return notify_flags(events, admitted)
+
+
+def notify_flags(events: Sequence[NewEvent], admitted: dict[int, int]) -> list[bool]:
+    """Of the identical hits of one ingest, the first `admitted[key]` notify."""
+    left = dict(admitted)
+    flags: list[bool] = []
+    for event in events:
+        key = event.sample_key
+        if not event.notify or key is None:
+            flags.append(event.notify)
+            continue
+        flags.append(left.get(key, 0) > 0)
+        left[key] = left.get(key, 0) - 1
+    return flags
+
+
+async def _store_groups(
+    conn: Conn, client_id: int, groups: Sequence[grouping.Group], now: float
+) -> list[int]:
+    """Insert the groups as event rows; their ids, in order."""
+    event_ids = sorted(row[0] for row in await conn.fetch(Q["next_event_ids"], len(groups)))
+    await conn.execute(
+        Q["insert_events"],
+        client_id,
+        now,
+        event_ids,
+        [group.type.value for group in groups],
+        [len(group.notifications) for group in groups],
+        [group.notify for group in groups],
+        [group.blob for group in groups],
+    )
+    return event_ids
+
+
+def _outbox_rows(
+    groups: Sequence[grouping.Group], event_ids: Sequence[int], integrations: Sequence[Integration]
+) -> list[tuple[int, int, int]]:
+    return [
+        (integration.id, event_id, len(group.notifications))
+        for group, event_id in zip(groups, event_ids, strict=True)
+        if group.notify
+        for integration in integrations
+        if integration.id != group.skip_integration and integration.wants(group.type, group.risk)
+    ]
+
+
+def _attempt_args(record: AttemptRecord, now: float) -> tuple[Any, ...]:
+    outcome = record.outcome
+    return (
+        record.delivery_id,
+        record.integration_id,
+        record.status.value,
+        record.next_attempt_at,
+        outcome.started_at,
+        outcome.duration_ms,
+        outcome.ok,
+        outcome.status_code,
+        outcome.error,
+        outcome.response_body,
+        outcome.request_size,
+        now,
+    )
+
+
+async def _with_attempts(conn: Conn, rows: Sequence[asyncpg.Record]) -> list[Delivery]:
+    found = await conn.fetch(Q["attempts_of_deliveries"], [row["id"] for row in rows])
+    attempts: dict[int, list[Attempt]] = {}
+    for attempt in found:
+        attempts.setdefault(attempt["delivery_id"], []).append(codec.attempt_from_row(attempt))
+    return [codec.delivery_from_row(row, attempts.get(row["id"], [])) for row in rows]
+
+
+def _check_resendable(status: DeliveryStatus, integration: asyncpg.Record | None) -> None:
+    if status not in (DeliveryStatus.FAILED, DeliveryStatus.CANCELLED):
+        raise Conflict(f"only failed or cancelled deliveries can be re-sent; this one is {status}")
+    if integration is None:
+        raise Conflict("the integration of this delivery was deleted")
+    if not integration["enabled"]:
+        raise Conflict("enable the integration before re-sending its deliveries")
+
+
+def _rotated(vault: Vault, stored: str | None) -> str | None:
+    return None if stored is None else vault.rotate(stored)
+
+
+def _one(row: asyncpg.Record | None) -> asyncpg.Record:
+    if row is None:
+        raise StoreError("a statement that returns a row returned none")
+    return row

@@ -1,0 +1,283 @@
+-- Every statement the PostgreSQL store runs, each under a `-- name:` header.
+--
+-- Locks on integration rows keep processes out of each other's way (store/postgres.py):
+-- changes of settings and state take FOR UPDATE; ingestion and claims take FOR KEY SHARE
+-- (claims with SKIP LOCKED, so they never wait); recording attempts takes FOR NO KEY
+-- UPDATE, which does not hold up ingestion or claims.
+
+-- name: lock_migrations
+-- One process migrates at a time; the others wait, then find nothing left to do.
+SELECT pg_advisory_xact_lock(7308604897068083568);
+
+-- name: ping
+SELECT 1;
+
+-- name: schema_versions
+SELECT version FROM schema_migrations ORDER BY version;
+
+-- name: create_schema_migrations
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version integer PRIMARY KEY,
+    applied_at double precision NOT NULL
+);
+
+-- name: insert_schema_version
+INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2);
+
+-- name: lock_bootstrap
+-- Two processes starting on an empty database create one first client between them.
+SELECT pg_advisory_xact_lock(7308604897068083569);
+
+-- name: count_clients
+SELECT count(*) FROM clients;
+
+-- name: insert_client
+INSERT INTO clients (name, cloud, console_url, created_at) VALUES ($1, $2, $3, $4) RETURNING id;
+
+-- name: insert_user
+INSERT INTO users (client_id, email, name, role, created_at) VALUES ($1, $2, $3, $4, $5)
+RETURNING id;
+
+-- name: insert_token
+INSERT INTO tokens (user_id, token_hash, created_at) VALUES ($1, $2, $3);
+
+-- name: principal_by_token
+SELECT c.id, c.name, c.cloud, c.console_url, u.id, u.email, u.role
+FROM tokens t JOIN users u ON u.id = t.user_id JOIN clients c ON c.id = u.client_id
+WHERE t.token_hash = ANY($1::text[]) AND t.revoked_at IS NULL
+  AND (t.expires_at IS NULL OR t.expires_at > $2)
+LIMIT 1;
+
+-- name: client_by_id
+SELECT id, name, cloud, console_url FROM clients WHERE id = $1;
+
+-- name: insert_integration
+INSERT INTO integrations (client_id, settings, enabled, signing_secret, enabled_at, created_at,
+    updated_at)
+VALUES ($1, $2, $3, $4, $5, $5, $5)
+RETURNING *;
+
+-- name: integration_by_id
+SELECT * FROM integrations WHERE id = $1 AND client_id = $2 AND deleted_at IS NULL;
+
+-- name: lock_integration
+-- Before changing an integration's settings or state: waits for ingestion and claims
+-- that hold it, and keeps new ones out until the change commits.
+SELECT * FROM integrations WHERE id = $1 AND client_id = $2 AND deleted_at IS NULL FOR UPDATE;
+
+-- name: integration_for_resend
+SELECT * FROM integrations WHERE id = $1 AND client_id = $2 AND deleted_at IS NULL
+FOR KEY SHARE;
+
+-- name: integrations_of_client
+SELECT * FROM integrations WHERE client_id = $1 AND deleted_at IS NULL ORDER BY id;
+
+-- name: enabled_integrations_of_client
+-- Held until the ingest commits, so that a concurrent disable waits for it and then
+-- cancels what it queued (or, committed first, is seen here and gets nothing queued).
+SELECT * FROM integrations WHERE client_id = $1 AND deleted_at IS NULL AND enabled
+ORDER BY id FOR KEY SHARE;
+
+-- name: update_integration_settings
+-- Turning `enabled` on here is the same as the enable call: a fresh start.
+UPDATE integrations SET settings = $3, updated_at = $5,
+    enabled_at = CASE WHEN $4 AND NOT enabled THEN $5 ELSE enabled_at END,
+    last_error = CASE WHEN $4 AND NOT enabled THEN NULL ELSE last_error END,
+    auto_disabled = CASE WHEN $4 THEN false ELSE auto_disabled END,
+    disabled_reason = CASE WHEN $4 THEN NULL ELSE disabled_reason END,
+    enabled = $4
+WHERE id = $1 AND client_id = $2 AND deleted_at IS NULL
+RETURNING *;
+
+-- name: enable_integration
+UPDATE integrations SET enabled = true, auto_disabled = false, disabled_reason = NULL,
+    last_error = NULL, updated_at = $3,
+    enabled_at = CASE WHEN enabled THEN enabled_at ELSE $3 END
+WHERE id = $1 AND client_id = $2 AND deleted_at IS NULL
+RETURNING *;
+
+-- name: disable_integration
+UPDATE integrations SET enabled = false, auto_disabled = false, disabled_reason = $4,
+    updated_at = $3
+WHERE id = $1 AND client_id = $2 AND deleted_at IS NULL
+RETURNING *;
+
+-- name: delete_integration
+UPDATE integrations SET enabled = false, deleted_at = $3, updated_at = $3
+WHERE id = $1 AND client_id = $2 AND deleted_at IS NULL;
+
+-- name: set_integration_error
+-- Unchanged errors are not written: a steady stream of successes locks nothing.
+UPDATE integrations SET last_error = $2 WHERE id = $1 AND last_error IS DISTINCT FROM $2;
+
+-- name: cancel_waiting_deliveries
+UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL, updated_at = $2
+WHERE integration_id = $1 AND status IN ('pending', 'retrying');
+
+-- name: count_outbox
+SELECT coalesce(sum(count), 0) FROM outbox WHERE integration_id = $1;
+
+-- name: admit_hits
+-- sampling.admit for a batch: $3 keys, each with $4 identical hits, arriving at $2.
+-- A window opens with the first hit of its kind and lasts $6 seconds; within it at
+-- most $5 hits are admitted. Keys in order, so concurrent ingests lock rows alike.
+INSERT INTO hit_samples AS s (client_id, key, started_at, count, admitted)
+SELECT $1, k.key, $2, least(k.hits, $5), least(k.hits, $5)
+FROM unnest($3::bigint[], $4::integer[]) AS k (key, hits)
+ORDER BY k.key
+ON CONFLICT (client_id, key) DO UPDATE SET
+    started_at = CASE WHEN $2 - s.started_at >= $6 THEN $2 ELSE s.started_at END,
+    count = CASE WHEN $2 - s.started_at >= $6 THEN excluded.count
+                 ELSE s.count + greatest(0, least(excluded.count, $5 - s.count)) END,
+    admitted = CASE WHEN $2 - s.started_at >= $6 THEN excluded.count
+                    ELSE greatest(0, least(excluded.count, $5 - s.count)) END
+RETURNING key, admitted;
+
+-- name: prune_hit_samples
+-- Windows that have ended count for nothing: the next such hit opens a new one.
+DELETE FROM hit_samples WHERE started_at <= $1::double precision - $2::double precision;
+
+-- name: next_event_ids
+SELECT nextval(pg_get_serial_sequence('events', 'id')) FROM generate_series(1, $1);
+
+-- name: insert_events
+INSERT INTO events (id, client_id, type, count, notify, notifications, created_at)
+SELECT g.id, $1, g.type, g.count, g.notify, g.notifications, $2
+FROM unnest($3::bigint[], $4::text[], $5::integer[], $6::boolean[], $7::bytea[])
+    AS g (id, type, count, notify, notifications);
+
+-- name: insert_outbox
+INSERT INTO outbox (integration_id, event_id, count)
+SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::integer[]);
+
+-- name: notify_work
+-- Delivered to the listeners when the ingest commits (and not at all if it rolls back).
+NOTIFY tocsin_work;
+
+-- name: due_deliveries
+-- Walks the partial index of waiting deliveries; rows another process holds are skipped.
+SELECT * FROM deliveries
+WHERE status IN ('pending', 'retrying') AND next_attempt_at <= $1
+  AND (lease_until IS NULL OR lease_until <= $1)
+  AND integration_id <> ALL($2::bigint[])
+ORDER BY next_attempt_at LIMIT $3
+FOR UPDATE SKIP LOCKED;
+
+-- name: lease_deliveries
+UPDATE deliveries AS d SET lease_owner = $1, lease_until = x.until
+FROM unnest($2::bigint[], $3::double precision[]) AS x (id, until)
+WHERE d.id = x.id;
+
+-- name: integrations_by_ids
+SELECT * FROM integrations WHERE id = ANY($1::bigint[]);
+
+-- name: outbox_integrations
+-- Hops from one integration id to the next in the index instead of scanning every row.
+WITH RECURSIVE ids (i) AS (
+    (SELECT integration_id FROM outbox ORDER BY integration_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT integration_id FROM outbox WHERE integration_id > ids.i
+            ORDER BY integration_id LIMIT 1)
+    FROM ids WHERE ids.i IS NOT NULL
+)
+SELECT i FROM ids WHERE i IS NOT NULL;
+
+-- name: integration_for_claim
+-- Skipped while a change of its settings or state holds it: claimed at the next wake-up.
+SELECT * FROM integrations WHERE id = $1 AND enabled AND deleted_at IS NULL
+FOR KEY SHARE SKIP LOCKED;
+
+-- name: outbox_batch
+-- Counts only: the notifications of the groups that fit are read as they are taken.
+SELECT id, count FROM outbox WHERE integration_id = $1 ORDER BY id LIMIT $2
+FOR UPDATE SKIP LOCKED;
+
+-- name: take_outbox
+DELETE FROM outbox o USING events e
+WHERE o.id = ANY($1::bigint[]) AND e.id = o.event_id
+RETURNING o.id, e.notifications;
+
+-- name: insert_delivery
+INSERT INTO deliveries (webhook_id, integration_id, client_id, status, notification_count, body,
+    next_attempt_at, lease_owner, lease_until, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+RETURNING *;
+
+-- name: lock_integrations_for_records
+-- Attempts of one integration are recorded one transaction at a time, so that the
+-- auto-disable rule always counts every committed attempt.
+SELECT id FROM integrations WHERE id = ANY($1::bigint[]) ORDER BY id FOR NO KEY UPDATE;
+
+-- name: record_attempt
+-- One attempt: the delivery's new attempt count numbers it. A delivery cancelled while
+-- its request was in flight stays cancelled unless that request succeeded.
+WITH finished AS (
+    UPDATE deliveries SET
+        status = CASE WHEN status = 'cancelled' AND $3 <> 'delivered' THEN 'cancelled'
+                      ELSE $3 END,
+        next_attempt_at = CASE WHEN status = 'cancelled' AND $3 <> 'delivered' THEN NULL
+                               ELSE $4::double precision END,
+        attempt_count = attempt_count + 1,
+        failures = failures + CASE WHEN $7 THEN 0 ELSE 1 END,
+        last_error = $9,
+        lease_owner = NULL, lease_until = NULL, updated_at = $12
+    WHERE id = $1
+    RETURNING attempt_count
+)
+INSERT INTO attempts (delivery_id, integration_id, number, started_at, duration_ms, ok,
+    status_code, error, response_body, request_size)
+SELECT $1, $2, finished.attempt_count, $5, $6, $7, $8, $9, $10, $11 FROM finished;
+
+-- name: attempt_stats
+SELECT count(*), count(*) FILTER (WHERE NOT ok) FROM attempts
+WHERE integration_id = $1 AND started_at >= $2;
+
+-- name: integration_by_id_any_client
+SELECT * FROM integrations WHERE id = $1;
+
+-- name: lock_integration_any_client
+SELECT * FROM integrations WHERE id = $1 FOR UPDATE;
+
+-- name: auto_disable_integration
+UPDATE integrations SET enabled = false, auto_disabled = true, disabled_reason = $2,
+    updated_at = $3
+WHERE id = $1 AND enabled AND deleted_at IS NULL
+RETURNING *;
+
+-- name: next_due
+SELECT min(coalesce(lease_until, next_attempt_at)) FROM deliveries
+WHERE status IN ('pending', 'retrying');
+
+-- name: deliveries_page
+SELECT * FROM deliveries
+WHERE client_id = $1 AND integration_id = $2 AND id < $3
+ORDER BY id DESC LIMIT $4;
+
+-- name: delivery_of_client
+SELECT * FROM deliveries WHERE id = $1 AND client_id = $2;
+
+-- name: attempts_of_deliveries
+SELECT delivery_id, number, started_at, duration_ms, status_code, error, response_body,
+    request_size
+FROM attempts WHERE delivery_id = ANY($1::bigint[]) ORDER BY delivery_id, number;
+
+-- name: requeue_delivery
+-- Only from failed or cancelled: of two concurrent re-sends, one queues it.
+UPDATE deliveries SET status = 'pending', failures = 0, next_attempt_at = $2,
+    lease_owner = NULL, lease_until = NULL, updated_at = $2
+WHERE id = $1 AND status IN ('failed', 'cancelled')
+RETURNING *;
+
+-- name: rotate_signing_secret
+UPDATE integrations SET previous_signing_secret = signing_secret, signing_secret = $3,
+    secret_rotated_at = $4, updated_at = $4
+WHERE id = $1 AND client_id = $2 AND deleted_at IS NULL
+RETURNING *;
+
+-- name: all_integration_secrets
+SELECT id, settings, signing_secret, previous_signing_secret FROM integrations ORDER BY id
+FOR UPDATE;
+
+-- name: store_integration_secrets
+UPDATE integrations SET settings = $2, signing_secret = $3, previous_signing_secret = $4
+WHERE id = $1;
