@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -11,11 +12,12 @@ from typing import Any
 import httpx
 import pytest
 import trustme
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from tocsin.api import create_app
 from tocsin.config import Settings
 from tocsin.crypto import Vault
-from tocsin.receiver import Receiver, Respond, always_ok
+from tocsin.receiver import Received, Receiver, Respond, always_ok
 from tocsin.service import Tocsin
 from tocsin.store.sqlite import SqliteStore
 
@@ -44,8 +46,19 @@ MakeReceiver = Callable[..., Receiver]
 
 
 @pytest.fixture
-def make_receiver(server_tls: ssl.SSLContext) -> Iterator[MakeReceiver]:
-    """Start HTTPS receivers (their certificate from the private CA); all stop after the test."""
+def signing_secrets() -> list[str]:
+    """Every signing secret the API showed during the test (filled by `start_tocsin`)."""
+    return []
+
+
+@pytest.fixture
+def make_receiver(server_tls: ssl.SSLContext, signing_secrets: list[str]) -> Iterator[MakeReceiver]:
+    """Start HTTPS receivers (their certificate from the private CA); all stop after the test.
+
+    After the test, every request they received from an in-process tocsin must verify with
+    the `standardwebhooks` package under one of the integration secrets the API showed
+    (test messages of unsaved configurations are signed with a throwaway secret).
+    """
     started: list[Receiver] = []
 
     def make(respond: Respond = always_ok, *, tls: bool = True) -> Receiver:
@@ -56,6 +69,20 @@ def make_receiver(server_tls: ssl.SSLContext) -> Iterator[MakeReceiver]:
     yield make
     for receiver in started:
         receiver.stop()
+    if signing_secrets:
+        for receiver in started:
+            for request in receiver.requests:
+                assert_signed(request, signing_secrets)
+
+
+def assert_signed(request: Received, secrets: list[str]) -> None:
+    if request.headers.get("webhook-id", "").startswith("msg_test_"):
+        return
+    for secret in secrets:
+        with contextlib.suppress(WebhookVerificationError):
+            Webhook(secret).verify(request.body, request.headers, json_parse=False)
+            return
+    pytest.fail(f"a delivered request does not verify: {request.headers.get('webhook-id')}")
 
 
 @pytest.fixture
@@ -104,9 +131,21 @@ StartTocsin = Callable[..., Awaitable[Running]]
 
 
 @pytest.fixture
-async def start_tocsin(tmp_path: Path) -> AsyncIterator[StartTocsin]:
+async def start_tocsin(tmp_path: Path, signing_secrets: list[str]) -> AsyncIterator[StartTocsin]:
     """Start a tocsin on a fresh SQLite database; stopped after the test."""
     running: list[tuple[Tocsin, httpx.AsyncClient]] = []
+
+    async def note_secrets(response: httpx.Response) -> None:
+        if "json" not in response.headers.get("content-type", ""):
+            return
+        await response.aread()
+        body = response.json()
+        items = body if isinstance(body, list) else [body]
+        signing_secrets.extend(
+            item["signing_secret"]
+            for item in items
+            if isinstance(item, dict) and isinstance(item.get("signing_secret"), str)
+        )
 
     async def start(**overrides: Any) -> Running:
         settings = make_settings(tmp_path, **overrides)
@@ -121,6 +160,7 @@ async def start_tocsin(tmp_path: Path) -> AsyncIterator[StartTocsin]:
             transport=transport,
             base_url="http://tocsin.test",
             headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+            event_hooks={"response": [note_secrets]},
         )
         running.append((runtime, api))
         return Running(runtime, api)

@@ -487,7 +487,13 @@ async def test_patch_changes_only_what_it_names(tocsin: Running, ca_pem: str) ->
         "request_timeout": 60,
         "headers": {},
     }
-    assert (await tocsin.api.get(where)).json() == patched
+    # status and last_error move with deliveries: the integration is told of its own change
+    # (it subscribes to system events) and its port is closed, so compare the settings.
+    stored = (await tocsin.api.get(where)).json()
+    moving = {"status", "last_error"}
+    assert {k: v for k, v in stored.items() if k not in moving} == {
+        k: v for k, v in patched.items() if k not in moving
+    }
     cleared = (await tocsin.api.patch(where, json={"ca_certificate": None})).json()
     assert cleared["ca_certificate"] is None
     assert cleared["method"] == "PUT"

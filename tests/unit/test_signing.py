@@ -57,3 +57,18 @@ def test_users_cannot_shadow_the_signature_headers_in_another_case() -> None:
     assert len(lowered) == len(set(lowered))
     assert headers["webhook-signature"] == signing.sign(SECRET, "msg_1", 1700000000, b"[]")
     assert headers["x-a"] == "2"
+
+
+async def test_a_broken_secret_is_a_recorded_failure_not_an_escaped_exception() -> None:
+    broken = sender.Sender()
+    try:
+        outcome = await broken.send(
+            WebhookSettings(name="n", url="https://192.0.2.1/"),
+            secrets=["whsec_not-base64!"],
+            webhook_id="msg_1",
+            body=b"[]",
+        )
+    finally:
+        await broken.close()
+    assert not outcome.ok
+    assert outcome.error

@@ -88,11 +88,12 @@ class Sender:
         body: bytes,
         now: float,
     ) -> tuple[int | None, str | None, str | None]:
-        headers = request_headers(settings, secrets, webhook_id, body, int(now))
         limits = aiohttp.ClientTimeout(
             total=None, sock_connect=settings.connection_timeout, sock_read=settings.request_timeout
         )
         try:
+            # Inside the try: a bad stored secret or certificate is a failed attempt, recorded.
+            headers = request_headers(settings, secrets, webhook_id, body, int(now))
             guard.check_address(urlsplit(settings.url).hostname or "", self._allowed)
             async with asyncio.timeout(
                 settings.connection_timeout + settings.request_timeout
@@ -274,6 +275,9 @@ def _disconnected(_: BaseException, host: str, __: WebhookSettings) -> str:
 
 
 def _reset(exc: BaseException, host: str, _: WebhookSettings) -> str:
+    if "Can not write request body" in str(exc):
+        # aiohttp's words when the peer hung up while the request was being written
+        return f"{host} closed the connection before the request was sent"
     return f"connection to {host} failed: {exc}"
 
 
