@@ -144,20 +144,20 @@ def sample_key(hit: Mapping[str, Any]) -> int:
     processes sharing one database can count the same windows.
     """
     get = hit.get
-    source = get("remote_addr4") or get("remote_addr6") or ""
-    text = "\x1f".join(
-        str(value)
-        for value in (
-            get("type"),
-            get("parameter"),
-            get("domain"),
-            get("path"),
-            get("method"),
-            get("response_status"),
-            source,
-        )
+    identity = (
+        get("type"),
+        get("parameter"),
+        get("domain"),
+        get("path"),
+        get("method"),
+        get("response_status"),
+        get("remote_addr4") or get("remote_addr6") or "",
     )
-    digest = hashlib.blake2b(text.encode(errors="surrogatepass"), digest_size=8).digest()
+    try:
+        text = orjson.dumps(identity)
+    except TypeError:  # values orjson cannot encode are keyed by their text
+        text = repr(identity).encode(errors="surrogatepass")
+    digest = hashlib.blake2b(text, digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
 
 
