@@ -5,6 +5,7 @@ a JSON array body) and keeps the bodies, so the bench can replay exactly what
 tocsin delivered. Control endpoints, outside the webhook path:
 
     POST /_bench/reset?expect=N   zero the counters, drop the bodies, wait for N notifications
+                                  (&keep=0: count only, keep no bodies)
     GET  /_bench/wait?timeout=S   answer once N notifications arrived (or after S seconds)
     GET  /_bench/bodies           the kept bodies, each as a 4-byte length and its bytes
 
@@ -30,18 +31,23 @@ class Tally:
     """What arrived since the last reset."""
 
     expect: int = 0
+    keep: bool = True
     requests: int = 0
     notifications: int = 0
     body_bytes: int = 0
+    first_at: float | None = None
     reached_at: float | None = None
     bodies: list[bytes] = field(default_factory=list)
     reached: asyncio.Event = field(default_factory=asyncio.Event)
 
     def add(self, body: bytes) -> None:
+        if self.first_at is None:
+            self.first_at = time.monotonic()
         self.requests += 1
         self.notifications += count_notifications(body)
         self.body_bytes += len(body)
-        self.bodies.append(body)
+        if self.keep:
+            self.bodies.append(body)
         if self.reached_at is None and self.expect and self.notifications >= self.expect:
             self.reached_at = time.monotonic()  # system-wide on Linux: the bench compares it
             self.reached.set()
@@ -51,6 +57,7 @@ class Tally:
             "requests": self.requests,
             "notifications": self.notifications,
             "bytes": self.body_bytes,
+            "first_at": self.first_at,
             "reached_at": self.reached_at,
         }
 
@@ -73,7 +80,8 @@ async def hook(request: web.Request) -> web.Response:
 
 
 async def reset(request: web.Request) -> web.Response:
-    request.app[TALLY] = Tally(expect=int(request.query.get("expect", "0")))
+    expect = int(request.query.get("expect", "0"))
+    request.app[TALLY] = Tally(expect=expect, keep=request.query.get("keep", "1") != "0")
     return web.json_response({"reset": True})
 
 

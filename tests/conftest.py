@@ -1,4 +1,11 @@
-"""Shared fixtures: a private CA, HTTPS receivers on loopback, a running tocsin on SQLite."""
+"""Shared fixtures: a private CA, HTTPS receivers on loopback, a running tocsin on each store.
+
+`start_tocsin` (and `tocsin`, built on it) is parametrised over the stores: `sqlite` (a
+file in the test's tmp_path) and `postgres` (a fresh database cloned from the migrated
+template, see tests/pg.py; skipped when no server answers and TOCSIN_TEST_POSTGRES_URL
+is unset). A test that holds for one store only overrides the parameter:
+`@pytest.mark.parametrize("store_kind", ["sqlite"])`, with a comment saying why.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +16,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import trustme
 from standardwebhooks import Webhook, WebhookVerificationError
 
+from tests import pg
 from tocsin.api import create_app
 from tocsin.config import Settings
 from tocsin.crypto import Vault
 from tocsin.receiver import Received, Receiver, Respond, always_ok
 from tocsin.service import Tocsin
+from tocsin.store.postgres import PostgresStore
 from tocsin.store.sqlite import SqliteStore
 
 ADMIN_TOKEN = "tcs_test_admin_token"
@@ -110,9 +120,33 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
 class Running:
     """A started tocsin and an API client authenticated as its administrator."""
 
-    def __init__(self, runtime: Tocsin, api: httpx.AsyncClient) -> None:
+    def __init__(
+        self, runtime: Tocsin, api: httpx.AsyncClient, *, kind: str, database: str
+    ) -> None:
         self.runtime = runtime
         self.api = api
+        self.kind = kind  # "sqlite" or "postgres"
+        self.database = database  # the SQLite file, or the PostgreSQL URL
+
+    async def dump(self) -> bytes:
+        """Everything the store holds, as bytes: the SQLite files, or every PostgreSQL row."""
+        if self.kind == "sqlite":
+            return b"".join(
+                path.read_bytes() for path in Path(self.database).parent.glob("tocsin.db*")
+            )
+        conn = await asyncpg.connect(self.database)
+        try:
+            tables = await conn.fetch(
+                "SELECT quote_ident(tablename) AS name FROM pg_tables WHERE schemaname = 'public'"
+            )
+            rows = [
+                row[0]
+                for table in tables
+                for row in await conn.fetch(f"SELECT t::text FROM {table['name']} t")
+            ]
+        finally:
+            await conn.close()
+        return "\n".join(rows).encode()
 
     async def create_integration(self, url: str, **fields: Any) -> dict[str, Any]:
         body = {"name": "receiver", "url": url, "events": ["hit", "vuln"]} | fields
@@ -130,10 +164,28 @@ class Running:
 StartTocsin = Callable[..., Awaitable[Running]]
 
 
+STORE_KINDS = ("sqlite", "postgres")
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    kind: str = request.param
+    return kind
+
+
 @pytest.fixture
-async def start_tocsin(tmp_path: Path, signing_secrets: list[str]) -> AsyncIterator[StartTocsin]:
-    """Start a tocsin on a fresh SQLite database; stopped after the test."""
+async def start_tocsin(
+    tmp_path: Path, signing_secrets: list[str], store_kind: str
+) -> AsyncIterator[StartTocsin]:
+    """Start a tocsin on a fresh database of `store_kind`; stopped (and dropped) after the test.
+
+    Every start in one test uses the same database, as a restarted process would.
+    """
     running: list[tuple[Tocsin, httpx.AsyncClient]] = []
+    databases = contextlib.AsyncExitStack()
+    postgres_url: list[str] = []
+    if store_kind == "postgres":
+        await pg.require()
 
     async def note_secrets(response: httpx.Response) -> None:
         if "json" not in response.headers.get("content-type", ""):
@@ -148,11 +200,20 @@ async def start_tocsin(tmp_path: Path, signing_secrets: list[str]) -> AsyncItera
         )
 
     async def start(**overrides: Any) -> Running:
-        settings = make_settings(tmp_path, **overrides)
-        vault = Vault([Vault.generate_key()])
-        store = SqliteStore(
-            tmp_path / "tocsin.db", vault=vault, synchronous="NORMAL", max_batch=settings.max_batch
-        )
+        vault = Vault(keys)
+        store: SqliteStore | PostgresStore
+        if store_kind == "postgres":
+            if not postgres_url:
+                postgres_url.append(await databases.enter_async_context(pg.database()))
+            database = postgres_url[0]
+            settings = make_settings(tmp_path, database_url=database, **overrides)
+            store = PostgresStore(database, vault=vault, max_batch=settings.max_batch)
+        else:
+            database = str(tmp_path / "tocsin.db")
+            settings = make_settings(tmp_path, **overrides)
+            store = SqliteStore(
+                Path(database), vault=vault, synchronous="NORMAL", max_batch=settings.max_batch
+            )
         runtime = Tocsin(settings, store, vault=vault)
         await runtime.start()
         transport = httpx.ASGITransport(app=create_app(runtime))
@@ -163,12 +224,14 @@ async def start_tocsin(tmp_path: Path, signing_secrets: list[str]) -> AsyncItera
             event_hooks={"response": [note_secrets]},
         )
         running.append((runtime, api))
-        return Running(runtime, api)
+        return Running(runtime, api, kind=store_kind, database=database)
 
-    yield start
-    for runtime, api in running:
-        await api.aclose()
-        await runtime.stop()
+    keys = [Vault.generate_key()]  # one key per test: a restart reads what was written
+    async with databases:
+        yield start
+        for runtime, api in running:
+            await api.aclose()
+            await runtime.stop()
 
 
 @pytest.fixture

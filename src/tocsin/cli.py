@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from tocsin import __version__
-from tocsin.config import DEFAULT_DATABASE_URL, Settings, parse_networks
+from tocsin.config import DEFAULT_DATABASE_URL, Settings, parse_networks, sqlite_path
 from tocsin.crypto import Vault, open_vault
 from tocsin.errors import ConfigError, TocsinError
 from tocsin.receiver import Received, Reply
@@ -209,6 +209,12 @@ _worker_options = _options(
     type=click.Choice(["NORMAL", "FULL", "EXTRA"], case_sensitive=False),
     help="SQLite durability.",
 )
+@_opt(
+    "--deliver/--no-deliver",
+    "TOCSIN_DELIVER",
+    default=True,
+    help="Run delivery workers in this process (off: API only, `tocsin dispatch` delivers).",
+)
 def serve(**options: Any) -> None:
     """Run the API, the delivery workers and (later) the console, in one process."""
     settings = _guard(lambda: _settings(options))
@@ -217,7 +223,13 @@ def serve(**options: Any) -> None:
 
 def _settings(options: dict[str, Any]) -> Settings:
     networks = parse_networks(options.pop("allowed_networks"))
-    return Settings(allowed_networks=networks, **options)
+    settings = Settings(allowed_networks=networks, **options)
+    if not settings.deliver and sqlite_path(settings.database_url) is not None:
+        raise ConfigError(
+            "--no-deliver leaves delivery to `tocsin dispatch`, which needs PostgreSQL; "
+            "on SQLite, serve delivers itself"
+        )
+    return settings
 
 
 async def _serve(settings: Settings) -> None:
@@ -234,7 +246,7 @@ async def _serve(settings: Settings) -> None:
         max_batch=settings.max_batch,
     )
     runtime = Tocsin(settings, store, vault=vault)
-    token = await runtime.start()
+    token = await runtime.start(deliver=settings.deliver)
     if token is not None:
         click.echo(f"Created the first administrator. API token (shown once): {token}", err=True)
     config = uvicorn.Config(

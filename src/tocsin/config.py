@@ -35,6 +35,7 @@ class Settings:
     poll_interval: float = 0.5
     sqlite_synchronous: str = "FULL"
     max_body_bytes: int = 10 * 1024 * 1024
+    deliver: bool = True  # serve without delivery workers (PostgreSQL, `tocsin dispatch` delivers)
 
     @property
     def effective_console_url(self) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from click.testing import CliRunner
 
 from tocsin.cli import main
@@ -48,3 +50,12 @@ def test_messages_name_the_server_and_never_the_password() -> None:
         "db.internal:6432/events"
     )
     assert describe("postgres://db.internal/") == "db.internal:5432/postgres"
+
+
+def test_serve_refuses_no_deliver_on_sqlite(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["serve", "--no-deliver", "--database-url", f"sqlite:///{tmp_path / 't.db'}"]
+    )
+    assert result.exit_code == 2
+    assert "--no-deliver" in result.output
+    assert "PostgreSQL" in result.output

@@ -64,7 +64,7 @@ async def readyz(runtime: Service) -> JSONResponse:
         await runtime.store.ping()
     except StoreError as exc:
         problems.append(f"database: {exc}")
-    if not runtime.dispatcher.running:
+    if runtime.settings.deliver and not runtime.dispatcher.running:
         problems.append("delivery workers are not running")
     if problems:
         return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)

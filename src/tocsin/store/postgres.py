@@ -500,7 +500,7 @@ class PostgresStore:
             await conn.execute(Q["lock_integrations_for_records"], touched)
             # In order: an attempt's number comes from the delivery's count so far.
             await conn.executemany(Q["record_attempt"], [_attempt_args(r, now) for r in records])
-            last = {record.integration_id: record.outcome.error for record in records}
+            last = {record.integration_id: _text(record.outcome.error) for record in records}
             await conn.executemany(Q["set_integration_error"], sorted(last.items()))
             failing = sorted({r.integration_id for r in records if not r.outcome.ok})
             return [found for i in failing if (found := await self._auto_disable(conn, i, now))]
@@ -677,11 +677,16 @@ def _attempt_args(record: AttemptRecord, now: float) -> tuple[Any, ...]:
         outcome.duration_ms,
         outcome.ok,
         outcome.status_code,
-        outcome.error,
-        outcome.response_body,
+        _text(outcome.error),
+        _text(outcome.response_body),
         outcome.request_size,
         now,
     )
+
+
+def _text(value: str | None) -> str | None:
+    """What a receiver sent, storable: PostgreSQL `text` rejects NUL, so it becomes U+FFFD."""
+    return None if value is None else value.replace("\x00", "\ufffd")
 
 
 async def _with_attempts(conn: Conn, rows: Sequence[asyncpg.Record]) -> list[Delivery]:
