@@ -76,7 +76,10 @@ async def database(*, migrated: bool = True) -> AsyncIterator[str]:
     template = await _template() if migrated else "template0"
     conn = await admin()
     try:
-        await conn.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
+        # From 15 on the default (WAL_LOG) copies block by block through the WAL: 0.44 s
+        # a database here, against 0.17 s for FILE_COPY (a checkpoint, then a file copy).
+        fast = " STRATEGY FILE_COPY" if conn.get_server_version().major >= 15 else ""
+        await conn.execute(f"CREATE DATABASE {name} TEMPLATE {template}{fast}")
     finally:
         await conn.close()
     try:

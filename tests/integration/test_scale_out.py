@@ -63,16 +63,19 @@ def webhook_id(request: Received) -> str:
 HITS = 20_000
 POST_SIZE = 500
 INTEGRATIONS = 10
-MAX_BATCH = 100  # notifications per request: 200 requests per integration, 2,000 in all
-REPLY_DELAY = 0.1  # keeps requests open, so that the killed dispatcher has some in flight
-# Lease = connection_timeout 1 + request_timeout 3 + margin 1 = 5 s.
-TIMEOUTS = {"connection_timeout": 1, "request_timeout": 3}
+MAX_BATCH = 250  # notifications per request: 80 requests per integration, 800 in all
+MAX_IN_FLIGHT = 2  # per process and integration: up to 80 requests open at the receiver
+REPLY_DELAY = 0.2  # keeps requests open, so that the killed dispatcher has some in flight
+# The receiver (one thread of this process) shakes hands with every connection: one second
+# is too little under load (seen: connect timeouts, then retries minutes later).
+# Lease = connection_timeout 3 + request_timeout 5 + margin 1 = 9 s.
+TIMEOUTS = {"connection_timeout": 3, "request_timeout": 5}
 
 
 class Tally:
     """What arrived, by integration (the URL path) and hit path: the webhook-ids it came under.
 
-    Bodies are parsed as they arrive and not kept: 200,000 notifications are ~200 MB.
+    Bodies are parsed as they arrive and not kept: 200,000 notifications are too many to keep.
     """
 
     def __init__(self) -> None:
@@ -97,19 +100,22 @@ class Tally:
 async def test_three_dispatchers_and_a_server_deliver_everything_when_one_dispatcher_dies(
     server_tls: ssl.SSLContext, ca_pem: str, tmp_path: Path
 ) -> None:
-    """20,000 unique hits x 10 integrations = 200,000 notifications, in requests of 100.
+    """20,000 unique hits x 10 integrations = 200,000 notifications, in requests of 250.
 
     `serve` and three `dispatch` processes deliver; one dispatcher is killed with SIGKILL
     while it has requests in flight. Every hit reaches every integration; what arrives
     twice (the killed dispatcher's unrecorded deliveries, sent again once their leases
     expire) arrives under the webhook-id it first had.
     """
+    expected = HITS * INTEGRATIONS
     tally = Tally()
     receiver = Receiver(tls=server_tls, respond=tally, keep=False).start()
     sent = [f"/item/{n}" for n in range(HITS)]
     try:
         async with pg.database() as url:
-            env = environment(url, TOCSIN_MAX_BATCH=str(MAX_BATCH))
+            env = environment(
+                url, TOCSIN_MAX_BATCH=str(MAX_BATCH), TOCSIN_MAX_IN_FLIGHT=str(MAX_IN_FLIGHT)
+            )
             with contextlib.ExitStack() as stack:
                 dispatchers = [
                     stack.enter_context(started(["dispatch"], env, tmp_path / f"dispatch{n}.log"))
@@ -126,23 +132,22 @@ async def test_three_dispatchers_and_a_server_deliver_everything_when_one_dispat
                     created = api.post("/api/v1/integrations", json=body | TIMEOUTS)
                     assert created.status_code == 201, created.text
                 started_at = time.monotonic()
-                for start in range(0, HITS, POST_SIZE):
-                    chunk = [hit(path=path) for path in sent[start : start + POST_SIZE]]
-                    report = api.post("/api/v1/hits", json=chunk)
-                    assert report.status_code == 202, report.text
-
-                assert receiver.wait_for(lambda _: tally.requests >= 300, timeout=60)
-                victim = dispatchers[0]
-                victim.send_signal(signal.SIGKILL)
-                assert victim.wait(timeout=10) == -signal.SIGKILL
-                unrecorded = await leased_by(url, victim.pid)
-                expected = HITS * INTEGRATIONS
+                with ThreadPoolExecutor(1) as reporting:
+                    reported = reporting.submit(report_all, api, sent)
+                    assert receiver.wait_for(lambda _: tally.requests >= 100, timeout=60)
+                    victim = dispatchers[0]
+                    victim.send_signal(signal.SIGKILL)
+                    assert victim.wait(timeout=10) == -signal.SIGKILL
+                    unrecorded = await leased_by(url, victim.pid)
+                    assert reported.result(timeout=60) == HITS
                 assert len(tally.ids) < expected, "the kill came too late to matter"
 
-                assert receiver.wait_for(lambda _: tally.complete(expected), timeout=90), (
+                assert receiver.wait_for(lambda _: tally.complete(expected), timeout=60), (
                     f"missing: {expected - len(tally.ids)} of {expected}"
                 )
                 elapsed = time.monotonic() - started_at
+                # What the killed dispatcher had sent is sent again once its leases expire.
+                assert await settled(url, within=30), "deliveries still waiting"
                 for process in dispatchers[1:]:
                     process.send_signal(signal.SIGTERM)
                 for process in dispatchers[1:]:
@@ -154,10 +159,37 @@ async def test_three_dispatchers_and_a_server_deliver_everything_when_one_dispat
         f"/hook/{n}" for n in range(INTEGRATIONS)
     }
     assert all(len(set(ids)) == 1 for ids in tally.ids.values()), "a resend changed its id"
-    assert unrecorded, "the killed dispatcher had nothing in flight: the test proved nothing"
+    assert all(len(ids) <= 2 for ids in tally.ids.values()), "one kill, yet sent three times"
     twice = {ids[0] for ids in tally.ids.values() if len(ids) > 1}
-    assert unrecorded <= {ids[0] for ids in tally.ids.values()}, "a leased delivery was lost"
+    assert twice, "the killed dispatcher had no request open: the test proved nothing"
+    assert twice <= unrecorded, "a delivery recorded before the kill was sent again"
     log.info("%d notifications in %.1f s; %d deliveries sent twice", expected, elapsed, len(twice))
+
+
+def report_all(api: httpx.Client, paths: list[str]) -> int:
+    for start in range(0, len(paths), POST_SIZE):
+        chunk = [hit(path=path) for path in paths[start : start + POST_SIZE]]
+        report = api.post("/api/v1/hits", json=chunk)
+        assert report.status_code == 202, report.text
+    return len(paths)
+
+
+async def settled(url: str, *, within: float) -> bool:
+    """Wait until nothing is queued or waiting for a (re)send."""
+    conn = await asyncpg.connect(url)
+    try:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            waiting = await conn.fetchval(
+                "SELECT (SELECT count(*) FROM outbox) + (SELECT count(*) FROM deliveries "
+                "WHERE status IN ('pending', 'retrying'))"
+            )
+            if waiting == 0:
+                return True
+            await asyncio.sleep(0.2)
+        return False
+    finally:
+        await conn.close()
 
 
 async def leased_by(url: str, pid: int) -> set[str]:

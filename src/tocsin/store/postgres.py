@@ -25,7 +25,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -86,14 +86,22 @@ class PostgresStore:
 
     # plumbing -------------------------------------------------------------
 
-    async def _tx(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
-        """Run `fn` as one transaction; a deadlock (never expected) is retried."""
+    async def _tx(self, fn: Callable[[Conn], Awaitable[T]], *, snapshot: bool = False) -> T:
+        """Run `fn` as one transaction; a deadlock (never expected) is retried.
+
+        `snapshot`: a read-only REPEATABLE READ transaction, so that a read of several
+        statements (a delivery, then its attempts) sees one moment, not two.
+        """
+        isolation: Literal["repeatable_read"] | None = "repeatable_read" if snapshot else None
         pool = await self._open()
         tries = 0
         while True:
             tries += 1
             try:
-                async with pool.acquire() as conn, conn.transaction():
+                async with (
+                    pool.acquire() as conn,
+                    conn.transaction(isolation=isolation, readonly=snapshot),
+                ):
                     return await fn(conn)
             except asyncpg.DeadlockDetectedError as exc:
                 if tries >= _DEADLOCK_TRIES:
@@ -549,14 +557,14 @@ class PostgresStore:
             rows = await conn.fetch(Q["deliveries_page"], client_id, integration_id, below, limit)
             return await _with_attempts(conn, rows)
 
-        return await self._tx(tx)
+        return await self._tx(tx, snapshot=True)
 
     async def get_delivery(self, client_id: int, delivery_id: int) -> Delivery | None:
         async def tx(conn: Conn) -> Delivery | None:
             row = await conn.fetchrow(Q["delivery_of_client"], delivery_id, client_id)
             return None if row is None else (await _with_attempts(conn, [row]))[0]
 
-        return await self._tx(tx)
+        return await self._tx(tx, snapshot=True)
 
     async def resend(self, client_id: int, delivery_id: int, now: float) -> Delivery:
         async def tx(conn: Conn) -> Delivery:
