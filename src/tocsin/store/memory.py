@@ -422,11 +422,10 @@ class MemoryStore:
         *,
         status: DeliveryStatus,
         lease: tuple[str, float] | None,
-        batch: int | None = None,
     ) -> Delivery | None:
         """Move up to one batch of the integration's queued notifications into a new delivery."""
         queued = self._outbox.pop(integration.id, [])
-        size = batch or self._max_batch
+        size = self._max_batch
         fit = grouping.fitting([len(group) for group in queued], size)
         groups, rest = queued[:fit], queued[fit:]
         if rest:

@@ -425,10 +425,9 @@ class SqliteStore:
         *,
         status: DeliveryStatus,
         lease: tuple[str, float] | None,
-        batch: int | None = None,
     ) -> Delivery | None:
         """Move up to one batch of the integration's queued notifications into a new delivery."""
-        most = batch or self._max_batch
+        most = self._max_batch
         params = {"integration_id": integration.id, "limit": most}
         rows = conn.execute(Q["outbox_batch"], params).fetchall()
         if not rows:
