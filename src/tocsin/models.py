@@ -17,6 +17,12 @@ class EventType(StrEnum):
     VULN = "vuln"
     SYSTEM = "system"
     SCOPE = "scope"
+    # Stored for triggers (SPEC 5); no integration subscribes to these by `events`.
+    IP_DENYLISTED = "ip_denylisted"
+    API_CHANGE = "api_change"
+
+
+SUBSCRIBABLE = (EventType.HIT, EventType.VULN, EventType.SYSTEM, EventType.SCOPE)
 
 
 class RiskLevel(StrEnum):
@@ -79,12 +85,66 @@ class Client:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Principal:
-    """Who is calling the API: a user of one client."""
+    """Who is calling the API: a user of one client, through one token."""
 
     client: Client
     user_id: int
     email: str
     role: Role
+    token_id: int = 0
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class User:
+    """A person (or a sensor's identity) of one client."""
+
+    id: int
+    client_id: int
+    email: str
+    name: str
+    role: Role
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Token:
+    """An API token as listed: never its secret, only who holds it and when it ends."""
+
+    id: int
+    user_id: int
+    name: str
+    created_at: float
+    expires_at: float | None
+    revoked_at: float | None
+
+    def active(self, now: float) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Application:
+    """An application of a client; hits and triggers refer to it by id (unique per client)."""
+
+    id: int
+    client_id: int
+    name: str
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DenylistEntry:
+    """An IP address denied until `expire_at` (SPEC 1: IP denylisted)."""
+
+    id: int
+    client_id: int
+    ip: str
+    reason: str
+    application: int | None
+    created_at: float
+    expire_at: float
+    created_by: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

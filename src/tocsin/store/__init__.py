@@ -5,7 +5,7 @@ from __future__ import annotations
 from tocsin.config import sqlite_path
 from tocsin.crypto import Vault
 from tocsin.errors import ConfigError
-from tocsin.store.base import AutoDisabled, Bootstrap, ClaimLimits, Notifier, Store
+from tocsin.store.base import AutoDisabled, Bootstrap, ClaimLimits, Notifier, Store, StoreStats
 from tocsin.store.memory import MemoryStore
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "MemoryStore",
     "Notifier",
     "Store",
+    "StoreStats",
     "is_postgres",
     "open_store",
 ]

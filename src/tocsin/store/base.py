@@ -12,13 +12,18 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from tocsin.models import (
+    Application,
     AttemptRecord,
     Claim,
     Client,
+    DenylistEntry,
     Delivery,
     Integration,
     NewEvent,
     Principal,
+    Role,
+    Token,
+    User,
     WebhookSettings,
 )
 
@@ -117,6 +122,20 @@ class AutoDisabled:
     window_seconds: float
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreStats:
+    """Deployment-wide gauges for /metrics, read in one snapshot.
+
+    `queued_notifications`: accepted and not yet delivered (in the outbox, or in a
+    pending or retrying delivery). `integrations`: status value -> count, deleted ones
+    left out, every IntegrationStatus present (0 when none).
+    """
+
+    queued_notifications: int
+    waiting_deliveries: int
+    integrations: Mapping[str, int]
+
+
 @runtime_checkable
 class Notifier(Protocol):
     """A store that hears when another process queues work (PostgreSQL's LISTEN/NOTIFY)."""
@@ -152,6 +171,108 @@ class Store(Protocol):
 
     async def create_client(self, name: str, cloud: str, console_url: str, now: float) -> Client:
         """Add a tenant (with no users yet)."""
+        ...
+
+    async def list_clients(self) -> list[Client]:
+        """Every client, by id."""
+        ...
+
+    async def update_client(
+        self, client_id: int, *, name: str, cloud: str, console_url: str
+    ) -> Client | None: ...
+
+    async def create_user(
+        self, client_id: int, *, email: str, name: str, role: Role, now: float
+    ) -> User:
+        """Add a user; Conflict when the client already has a user with this email."""
+        ...
+
+    async def list_users(self, client_id: int) -> list[User]:
+        """The client's users, by id."""
+        ...
+
+    async def get_user(self, client_id: int, user_id: int) -> User | None: ...
+
+    async def set_role(self, client_id: int, user_id: int, role: Role, now: float) -> User | None:
+        """Change a user's role; Conflict when that leaves the client without an administrator."""
+        ...
+
+    async def delete_user(self, client_id: int, user_id: int, now: float) -> User | None:
+        """Delete a user and its tokens; return it as it was.
+
+        Conflict when it is the client's last administrator.
+        """
+        ...
+
+    async def create_token(
+        self,
+        client_id: int,
+        user_id: int,
+        *,
+        name: str,
+        token_hash: str,
+        expires_at: float | None,
+        now: float,
+    ) -> Token | None:
+        """Store a token's digest for a user of the client; None if no such user."""
+        ...
+
+    async def list_tokens(self, client_id: int) -> list[Token]:
+        """Every token of the client's users, revoked and expired ones included, by id."""
+        ...
+
+    async def revoke_token(self, client_id: int, token_id: int, now: float) -> Token | None:
+        """Revoke a token of the client (idempotent: the first revocation time stays)."""
+        ...
+
+    # applications and the denylist
+    async def create_application(
+        self, client_id: int, *, name: str, now: float, application_id: int | None = None
+    ) -> Application:
+        """Add an application; without an id it gets the client's highest id + 1.
+
+        Conflict when the client already has an application with this id.
+        """
+        ...
+
+    async def list_applications(self, client_id: int) -> list[Application]:
+        """The client's applications, by id."""
+        ...
+
+    async def get_application(self, client_id: int, application_id: int) -> Application | None: ...
+
+    async def rename_application(
+        self, client_id: int, application_id: int, name: str, now: float
+    ) -> Application | None: ...
+
+    async def delete_application(self, client_id: int, application_id: int) -> Application | None:
+        """Delete an application; return it as it was."""
+        ...
+
+    async def add_denylist(
+        self,
+        client_id: int,
+        *,
+        ip: str,
+        reason: str,
+        application: int | None,
+        expire_at: float,
+        created_by: str,
+        now: float,
+    ) -> DenylistEntry:
+        """Denylist an address; Conflict while an unexpired entry has the same ip and application."""
+        ...
+
+    async def list_denylist(self, client_id: int, now: float) -> list[DenylistEntry]:
+        """Entries not yet expired (expire_at > now), by id."""
+        ...
+
+    async def remove_denylist(self, client_id: int, entry_id: int, now: float) -> DenylistEntry | None:
+        """Remove an unexpired entry; None if there is none with this id."""
+        ...
+
+    async def stats(self) -> StoreStats:
+        """Gauges of the whole deployment for /metrics."""
         ...
 
     # integrations
