@@ -201,6 +201,33 @@ _worker_options = _options(
 @_first_client_options
 @_notification_options
 @_opt("--admin-token", "TOCSIN_ADMIN_TOKEN", default=None, help="Token of the first administrator.")
+@_opt(
+    "--operator-token",
+    "TOCSIN_OPERATOR_TOKEN",
+    default=None,
+    help="Deployment-wide token for /api/v1/clients (unset: /clients is closed).",
+)
+@_opt(
+    "--max-body-bytes",
+    "TOCSIN_MAX_BODY_BYTES",
+    default=10 * 1024 * 1024,
+    type=click.IntRange(1024, 1024**3),
+    help="Largest request body (413 past it).",
+)
+@_opt(
+    "--ingest-rate",
+    "TOCSIN_INGEST_RATE",
+    default=100_000.0,
+    type=click.FloatRange(0),
+    help="Events/s per token, then 429 (0: no limit).",
+)
+@_opt(
+    "--ingest-burst",
+    "TOCSIN_INGEST_BURST",
+    default=200_000.0,
+    type=click.FloatRange(1),
+    help="Events a token may send at once above its rate.",
+)
 @_worker_options
 @_opt(
     "--sqlite-synchronous",

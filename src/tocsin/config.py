@@ -28,6 +28,9 @@ class Settings:
     allow_http: bool = False
     allowed_networks: tuple[Network, ...] = ()
     admin_token: str | None = None
+    operator_token: str | None = None  # deployment-wide: manages clients (/api/v1/clients)
+    ingest_rate: float = 100_000.0  # events per second per token; 0 = no limit
+    ingest_burst: float = 200_000.0
     secret_key: str | None = None
     max_batch: int = 500
     max_in_flight: int = 4

@@ -6,14 +6,14 @@ Validation errors name the offending field as `[index].field`, for the API to re
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
 
 from tocsin import formats
 from tocsin.errors import TocsinError
-from tocsin.models import EventType, Integration, NewEvent
+from tocsin.models import Application, EventType, Integration, NewEvent, Role, User
 
 
 class InvalidEvent(TocsinError):  # noqa: N818 - reads as what the API reports
@@ -121,6 +121,36 @@ def _vuln_event(
     )
 
 
+def system_event(
+    notification_type: str,
+    subject: Mapping[str, Any],
+    sentence: str,
+    settings: formats.NotifySettings,
+    *,
+    actor: str,
+    now: float,
+    extra: Mapping[str, Any] | None = None,
+    event_type: EventType = EventType.SYSTEM,
+    skip_integration: int | None = None,
+) -> NewEvent:
+    """A system or scope event (SPEC 2.5): `sentence` says what; who and when are appended."""
+    when = iso_time(now)
+    notification = formats.system_notification(
+        notification_type,
+        f"{sentence} by {actor} at {when}.",
+        settings,
+        subject=subject,
+        actor=actor,
+        time_text=when,
+        extra=extra,
+    )
+    return NewEvent(
+        type=event_type,
+        notification=formats.encode(notification),
+        skip_integration=skip_integration,
+    )
+
+
 def integration_event(
     notification_type: str,
     integration: Integration,
@@ -132,31 +162,122 @@ def integration_event(
 ) -> NewEvent:
     """A system event about an integration; disabling or deleting one does not notify itself."""
     verb = notification_type.removeprefix("integration_").replace("_", " ")
-    when = iso_time(now)
     name = integration.settings.name
-    sentence = f'Integration "{name}" (id {integration.id}) was {verb} by {actor} at {when}.'
+    sentence = f'Integration "{name}" (id {integration.id}) was {verb}'
     if extra and "reason" in extra:
-        sentence += f" Reason: {extra['reason']}."
-    subject = {"type": "integration", "id": integration.id, "name": name}
-    notification = formats.system_notification(
-        notification_type,
-        sentence,
-        settings,
-        subject=subject,
-        actor=actor,
-        time_text=when,
-        extra=extra,
-    )
+        sentence = f"{sentence} (reason: {extra['reason']})"
     quiet = notification_type in (
         "integration_disabled",
         "integration_auto_disabled",
         "integration_deleted",
     )
-    return NewEvent(
-        type=EventType.SYSTEM,
-        notification=formats.encode(notification),
+    return system_event(
+        notification_type,
+        {"type": "integration", "id": integration.id, "name": name},
+        sentence,
+        settings,
+        actor=actor,
+        now=now,
+        extra=extra,
         skip_integration=integration.id if quiet else None,
     )
+
+
+def user_event(
+    notification_type: str,
+    user: User,
+    settings: formats.NotifySettings,
+    *,
+    actor: str,
+    now: float,
+    previous_role: Role | None = None,
+) -> NewEvent:
+    """user_created, user_deleted or user_role_changed."""
+    who = f"{user.name} <{user.email}>"
+    role = role_title(user.role)
+    extra: dict[str, Any] = {"user": {"id": user.id, "email": user.email, "name": user.name}}
+    extra["user"]["role"] = user.role.value
+    if notification_type == "user_created":
+        sentence = f"A new user {who} with the role {role} was added to the company account"
+    elif notification_type == "user_deleted":
+        sentence = f"The user {who} with the role {role} was deleted from the company account"
+    else:
+        old = role_title(previous_role) if previous_role else "none"
+        sentence = f"The role of the user {who} was changed from {old} to {role}"
+        extra["previous_role"] = previous_role.value if previous_role else None
+    subject = {"type": "user", "id": user.id, "name": user.name, "email": user.email}
+    return system_event(
+        notification_type, subject, sentence, settings, actor=actor, now=now, extra=extra
+    )
+
+
+def application_event(
+    notification_type: str,
+    application: Application,
+    settings: formats.NotifySettings,
+    *,
+    actor: str,
+    now: float,
+    previous_name: str | None = None,
+) -> NewEvent:
+    """application_created, application_changed or application_deleted."""
+    verb = notification_type.removeprefix("application_")
+    sentence = f'Application "{application.name}" (id {application.id}) was {verb}'
+    extra: dict[str, Any] = {}
+    if previous_name is not None and previous_name != application.name:
+        sentence = f'{sentence} (renamed from "{previous_name}")'
+        extra["previous_name"] = previous_name
+    subject = {"type": "application", "id": application.id, "name": application.name}
+    return system_event(
+        notification_type, subject, sentence, settings, actor=actor, now=now, extra=extra
+    )
+
+
+SCOPE_KINDS = ("hosts", "services", "domains")
+SCOPE_CHANGES = ("added", "removed", "changed")
+
+
+def scope_event(
+    changes: Mapping[str, Mapping[str, Sequence[str]]],
+    settings: formats.NotifySettings,
+    *,
+    actor: str,
+    now: float,
+) -> NewEvent:
+    """scope_changed (event type `scope`): one line per kind and change that has entries."""
+    lines = [
+        f"{kind.capitalize()} {change}: {', '.join(items)}"
+        for kind in SCOPE_KINDS
+        for change in SCOPE_CHANGES
+        if (items := changes.get(kind, {}).get(change))
+    ]
+    total = sum(len(items) for delta in changes.values() for items in delta.values())
+    sentence = "The scope changed: " + "; ".join(lines)
+    details = {
+        kind: {change: list(changes.get(kind, {}).get(change, ())) for change in SCOPE_CHANGES}
+        for kind in SCOPE_KINDS
+    }
+    subject = {"type": "scope", "changes": total}
+    return system_event(
+        "scope_changed",
+        subject,
+        sentence,
+        settings,
+        actor=actor,
+        now=now,
+        extra={"scope": details},
+        event_type=EventType.SCOPE,
+    )
+
+
+def record_event(event_type: EventType, record: Mapping[str, Any]) -> NewEvent:
+    """An event kept for triggers (SPEC 5: ip_denylisted, api_changes); it notifies nobody."""
+    return NewEvent(type=event_type, notification=orjson.dumps(record), notify=False)
+
+
+def role_title(role: Role) -> str:
+    """`api_developer` -> `API developer`, as people read roles in a sentence."""
+    return role.value.replace("_", " ").capitalize().replace("Api ", "API ")
 
 
 def iso_time(now: float) -> str:

@@ -315,6 +315,13 @@ SYSTEM_HEADLINES: Mapping[str, str] = {
     "integration_disabled": "Integration was disabled",
     "integration_auto_disabled": "Integration was disabled automatically",
     "integration_deleted": "Integration was deleted",
+    "user_created": "New user was added to the company account",
+    "user_deleted": "User was deleted from the company account",
+    "user_role_changed": "User role was changed",
+    "application_created": "Application was created",
+    "application_changed": "Application was changed",
+    "application_deleted": "Application was deleted",
+    "scope_changed": "Scope was changed",
 }
 
 

@@ -14,7 +14,9 @@ from tocsin.config import Settings
 from tocsin.crypto import Vault
 from tocsin.delivery import Dispatcher, Sender, guard
 from tocsin.errors import TargetRefused
+from tocsin.metrics import Metrics
 from tocsin.models import Client, Integration, NewEvent
+from tocsin.ratelimit import RateLimiter
 from tocsin.store import AutoDisabled, Bootstrap, Store
 
 
@@ -35,8 +37,15 @@ class Tocsin:
         self.vault = vault
         self.clock = clock or SystemClock()
         self.sender = sender or Sender(allowed_networks=settings.allowed_networks, clock=self.clock)
+        self.metrics = Metrics()
+        self.ingest_limiter = RateLimiter(settings.ingest_rate, settings.ingest_burst)
         self.dispatcher = Dispatcher(
-            store, self.sender, settings, self.clock, on_auto_disabled=self._auto_disabled
+            store,
+            self.sender,
+            settings,
+            self.clock,
+            on_auto_disabled=self._auto_disabled,
+            metrics=self.metrics,
         )
 
     async def start(self, *, deliver: bool = True) -> str | None:
@@ -81,6 +90,7 @@ class Tocsin:
     async def ingest(self, client: Client, new_events: Sequence[NewEvent]) -> int:
         """Store events with their outbox rows, then wake the dispatcher."""
         accepted = await self.store.ingest(client.id, new_events, self.clock.now())
+        self.metrics.accepted(new_events)
         self.dispatcher.wake()
         return accepted
 

@@ -6,12 +6,23 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from tocsin import __version__
-from tocsin.api import deliveries, errors, ingest, integrations
+from tocsin.api import (
+    applications,
+    clients,
+    deliveries,
+    denylist,
+    errors,
+    ingest,
+    integrations,
+    users,
+)
 from tocsin.api.deps import Service, known_ids
+from tocsin.api.schemas import ErrorOut
 from tocsin.errors import StoreError
+from tocsin.metrics import CONTENT_TYPE
 from tocsin.service import Tocsin
 
 
@@ -38,14 +49,40 @@ def create_app(runtime: Tocsin, *, manage_lifecycle: bool = False) -> FastAPI:
     )
     app.state.tocsin = runtime
     errors.install(app)
-    api = APIRouter(prefix="/api/v1", dependencies=[Depends(known_ids)])
+    api = APIRouter(prefix="/api/v1", dependencies=[Depends(known_ids)], responses=ERRORS)
     api.include_router(integrations.router)
     api.include_router(ingest.router)
+    api.include_router(ingest.typed)
     api.include_router(deliveries.router)
+    api.include_router(users.users)
+    api.include_router(users.tokens)
+    api.include_router(applications.router)
+    api.include_router(denylist.router)
+    operators = APIRouter(prefix="/api/v1", responses=ERRORS)
+    operators.include_router(clients.router)
     app.include_router(api)
+    app.include_router(operators)
     app.include_router(health)
     return app
 
+
+_ERROR_MEANINGS = {
+    400: "The body is not JSON, or incomplete.",
+    401: "No token, or an unknown, expired or revoked one.",
+    403: "The token's role may not make this call.",
+    404: "No such object in the token's client.",
+    409: "The change conflicts with what is stored.",
+    413: "The body exceeds the deployment's limit.",
+    415: "The body is not declared as JSON.",
+    422: "A field is invalid; `field` names it.",
+    429: "The token exceeded its ingestion rate; see Retry-After.",
+    503: "The database is unavailable.",
+}
+# Every API error is `{"error": {"code", "message", "field"}}`.
+ERRORS: dict[int | str, dict[str, object]] = {
+    status: {"model": ErrorOut, "description": meaning}
+    for status, meaning in _ERROR_MEANINGS.items()
+}
 
 health = APIRouter(tags=["health"])
 
@@ -54,6 +91,17 @@ health = APIRouter(tags=["health"])
 async def healthz() -> dict[str, str]:
     """The process is up."""
     return {"status": "ok"}
+
+
+@health.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}}},
+)
+async def metrics(runtime: Service) -> Response:
+    """Prometheus metrics: this process's counters, the deployment's queue and integrations."""
+    stats = await runtime.store.stats()
+    return Response(runtime.metrics.render(stats), media_type=CONTENT_TYPE)
 
 
 @health.get("/readyz")

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from tocsin.api.deps import Caller, Service
+from tocsin.api.deps import Operator, Reader, Service
 from tocsin.api.schemas import AttemptOut, DeliveryOut, DeliveryPage
 from tocsin.errors import NotFound
 from tocsin.models import Delivery
@@ -45,7 +45,7 @@ def delivery_out(delivery: Delivery) -> DeliveryOut:
 async def list_deliveries(
     integration_id: int,
     runtime: Service,
-    caller: Caller,
+    caller: Reader,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     before: Annotated[
         int | None,
@@ -63,7 +63,7 @@ async def list_deliveries(
 
 
 @router.get("/deliveries/{delivery_id}", response_model=DeliveryOut)
-async def read_delivery(delivery_id: int, runtime: Service, caller: Caller) -> DeliveryOut:
+async def read_delivery(delivery_id: int, runtime: Service, caller: Reader) -> DeliveryOut:
     found = await runtime.store.get_delivery(caller.client.id, delivery_id)
     if found is None:
         raise NotFound(f"delivery {delivery_id} not found")
@@ -71,7 +71,7 @@ async def read_delivery(delivery_id: int, runtime: Service, caller: Caller) -> D
 
 
 @router.post("/deliveries/{delivery_id}/resend", response_model=DeliveryOut)
-async def resend(delivery_id: int, runtime: Service, caller: Caller) -> DeliveryOut:
+async def resend(delivery_id: int, runtime: Service, caller: Operator) -> DeliveryOut:
     delivery = await runtime.store.resend(caller.client.id, delivery_id, runtime.clock.now())
     runtime.dispatcher.wake()
     return delivery_out(delivery)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+import math
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
@@ -11,10 +13,11 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import ClientDisconnect
 
-from tocsin import formats
+from tocsin import formats, roles
 from tocsin.api.errors import ApiError
 from tocsin.errors import NotFound
 from tocsin.models import Principal
+from tocsin.roles import Permission
 from tocsin.service import Tocsin
 
 _bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer <token>`")
@@ -43,11 +46,70 @@ async def principal(
 
 Caller = Annotated[Principal, Depends(principal)]
 
+
+def _requiring(*permissions: Permission) -> Callable[[Principal], Coroutine[Any, Any, Principal]]:
+    """A dependency admitting callers whose role holds any of the permissions (SPEC 6.3)."""
+
+    async def check(caller: Caller) -> Principal:
+        if why := roles.refusal(caller.role, *permissions):
+            raise ApiError(403, "forbidden", why)
+        return caller
+
+    return check
+
+
+Reader = Annotated[Principal, Depends(_requiring(Permission.READ))]
+Operator = Annotated[Principal, Depends(_requiring(Permission.OPERATE))]
+Manager = Annotated[Principal, Depends(_requiring(Permission.MANAGE))]
+Ingester = Annotated[Principal, Depends(_requiring(Permission.INGEST))]
+# A sensor reports a denylisted IP; an administrator adds one by hand.
+Denylister = Annotated[Principal, Depends(_requiring(Permission.INGEST, Permission.MANAGE))]
+
+
+def actor(caller: Principal) -> str:
+    """How system notifications name the caller: `Name <email>`."""
+    return f"{caller.name} <{caller.email}>" if caller.name else caller.email
+
+
+def admit_events(runtime: Tocsin, caller: Principal, count: int) -> None:
+    """Count ingested events against the caller's token: 429 with Retry-After past its rate."""
+    wait = runtime.ingest_limiter.take(caller.token_id, count, runtime.clock.now())
+    if wait > 0:
+        seconds = max(1, math.ceil(wait))
+        limit = runtime.settings.ingest_rate
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"this token may report {limit:g} events per second; retry in {seconds} s",
+            headers={"Retry-After": str(seconds)},
+        )
+
+
+async def operator(
+    runtime: Service,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """The deployment-wide operator token (TOCSIN_OPERATOR_TOKEN) manages clients."""
+    if credentials is None:
+        raise ApiError(401, "unauthorized", "send Authorization: Bearer <operator token>")
+    configured = runtime.settings.operator_token
+    if not configured:
+        message = "clients are managed with the operator token; none is set (TOCSIN_OPERATOR_TOKEN)"
+        raise ApiError(403, "forbidden", message)
+    if not hmac.compare_digest(credentials.credentials.encode(), configured.encode()):
+        raise ApiError(403, "forbidden", "clients are managed with the deployment's operator token")
+
+
 _MAX_ID = 2**63 - 1  # ids are 64-bit database integers
 
 
 async def known_ids(request: Request, _: Caller) -> None:
     """An `{..._id}` in the path that is no 64-bit integer names nothing: 404, not 422 or 500."""
+    check_ids(request)
+
+
+def check_ids(request: Request) -> None:
+    """Refuse, with 404, path ids that cannot name a stored object."""
     for name, value in request.path_params.items():
         if not name.endswith("_id"):
             continue

@@ -19,12 +19,20 @@ log = logging.getLogger("tocsin.api")
 class ApiError(TocsinError):
     """An error with its HTTP status, machine code and the field it concerns."""
 
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.field = field
+        self.headers = headers
 
 
 def error_response(
@@ -78,7 +86,7 @@ async def _http(_: Request, exc: Exception) -> JSONResponse:
 
 async def _api(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)  # noqa: S101
-    return error_response(exc.status, exc.code, exc.message, exc.field)
+    return error_response(exc.status, exc.code, exc.message, exc.field, exc.headers)
 
 
 async def _domain(_: Request, exc: Exception) -> JSONResponse:

@@ -1,4 +1,8 @@
-"""Ingestion: sensors report hits and vulnerabilities; 202 once they are durably stored."""
+"""Ingestion: sensors report hits, vulnerabilities, scope and API changes.
+
+Each route answers 202 once the events (and their deliveries) are durably stored, and
+counts the events against the token's ingestion rate (429 with Retry-After past it).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 
 from tocsin import events, ids
-from tocsin.api.deps import Caller, Service, json_body
-from tocsin.api.schemas import Accepted
+from tocsin.api.deps import Ingester, JsonRoute, Service, actor, admit_events, json_body
+from tocsin.api.schemas import Accepted, ApiChangesIn, ScopeChangeIn
+from tocsin.models import EventType
 
 router = APIRouter(tags=["ingestion"])
 
@@ -49,7 +54,7 @@ _VULNS_SCHEMA = {
 
 
 @router.post("/hits", status_code=202, response_model=Accepted, openapi_extra=_HITS_SCHEMA)
-async def report_hits(body: Body, runtime: Service, caller: Caller) -> Accepted:
+async def report_hits(body: Body, runtime: Service, caller: Ingester) -> Accepted:
     client = caller.client
     new = events.hit_events(
         body,
@@ -57,15 +62,44 @@ async def report_hits(body: Body, runtime: Service, caller: Caller) -> Accepted:
         now=runtime.clock.now(),
         new_id=ids.hit_ids(client.id),
     )
+    admit_events(runtime, caller, len(new))
     return Accepted(accepted=await runtime.ingest(client, new))
 
 
 @router.post(
     "/vulnerabilities", status_code=202, response_model=Accepted, openapi_extra=_VULNS_SCHEMA
 )
-async def report_vulnerabilities(body: Body, runtime: Service, caller: Caller) -> Accepted:
+async def report_vulnerabilities(body: Body, runtime: Service, caller: Ingester) -> Accepted:
     client = caller.client
     new = events.vuln_events(
         body, runtime.notify_settings(client), new_id=lambda: secrets.randbelow(2**53)
     )
+    admit_events(runtime, caller, len(new))
     return Accepted(accepted=await runtime.ingest(client, new))
+
+
+typed = APIRouter(tags=["ingestion"], route_class=JsonRoute)
+
+
+@typed.post("/scope-changes", status_code=202, response_model=Accepted)
+async def report_scope_change(body: ScopeChangeIn, runtime: Service, caller: Ingester) -> Accepted:
+    """One `scope_changed` notification to integrations subscribed to `scope`."""
+    admit_events(runtime, caller, 1)
+    changes = body.model_dump()
+    event = events.scope_event(
+        changes,
+        runtime.notify_settings(caller.client),
+        actor=actor(caller),
+        now=runtime.clock.now(),
+    )
+    return Accepted(accepted=await runtime.ingest(caller.client, [event]))
+
+
+@typed.post("/api-changes", status_code=202, response_model=Accepted)
+async def report_api_changes(body: ApiChangesIn, runtime: Service, caller: Ingester) -> Accepted:
+    """Stored as one `api_change` event per item, for the api_changes and rogue_api triggers."""
+    items = [change.model_dump() for change in body.changes]
+    items += [rogue.model_dump() | {"rogue": True} for rogue in body.rogue_apis]
+    admit_events(runtime, caller, len(items))
+    new = [events.record_event(EventType.API_CHANGE, item) for item in items]
+    return Accepted(accepted=await runtime.ingest(caller.client, new))

@@ -10,11 +10,12 @@ from fastapi import APIRouter, Body, Response
 from pydantic import ValidationError
 
 from tocsin import formats, ids
-from tocsin.api.deps import Caller, JsonRoute, Service
+from tocsin.api.deps import JsonRoute, Manager, Operator, Reader, Service, actor
 from tocsin.api.errors import ApiError, field_of
 from tocsin.api.schemas import IntegrationIn, IntegrationOut, TestResult, settings_dict
 from tocsin.errors import NotFound
 from tocsin.models import BodyFormat, Integration, Principal, WebhookSettings
+from tocsin.roles import MASKED_ROLES
 from tocsin.service import Tocsin
 
 router = APIRouter(prefix="/integrations", tags=["integrations"], route_class=JsonRoute)
@@ -28,37 +29,41 @@ async def _get(runtime: Tocsin, caller: Principal, integration_id: int) -> Integ
 
 
 @router.post("", status_code=201, response_model=IntegrationOut)
-async def create(body: IntegrationIn, runtime: Service, caller: Caller) -> IntegrationOut:
+async def create(body: IntegrationIn, runtime: Service, caller: Manager) -> IntegrationOut:
     await runtime.check_target(body.url)
     integration = await runtime.store.create_integration(
         caller.client.id, body.to_settings(), ids.signing_secret(), runtime.clock.now()
     )
-    await runtime.integration_event(caller.client, "integration_created", integration, caller.email)
+    await runtime.integration_event(
+        caller.client, "integration_created", integration, actor(caller)
+    )
     return IntegrationOut.of(integration)
 
 
 @router.get("", response_model=list[IntegrationOut])
-async def list_all(runtime: Service, caller: Caller) -> list[IntegrationOut]:
+async def list_all(runtime: Service, caller: Reader) -> list[IntegrationOut]:
+    masked = caller.role in MASKED_ROLES
     return [
-        IntegrationOut.of(found)
+        IntegrationOut.of(found, masked=masked)
         for found in await runtime.store.list_integrations(caller.client.id)
     ]
 
 
 @router.post("/test", response_model=TestResult)
-async def test_unsaved(body: IntegrationIn, runtime: Service, caller: Caller) -> TestResult:
+async def test_unsaved(body: IntegrationIn, runtime: Service, caller: Operator) -> TestResult:
     await runtime.check_target(body.url)
     return await _send_test(runtime, caller, body.to_settings(), [ids.signing_secret()])
 
 
 @router.get("/{integration_id}", response_model=IntegrationOut)
-async def read(integration_id: int, runtime: Service, caller: Caller) -> IntegrationOut:
-    return IntegrationOut.of(await _get(runtime, caller, integration_id))
+async def read(integration_id: int, runtime: Service, caller: Reader) -> IntegrationOut:
+    found = await _get(runtime, caller, integration_id)
+    return IntegrationOut.of(found, masked=caller.role in MASKED_ROLES)
 
 
 @router.put("/{integration_id}", response_model=IntegrationOut)
 async def put(
-    integration_id: int, body: IntegrationIn, runtime: Service, caller: Caller
+    integration_id: int, body: IntegrationIn, runtime: Service, caller: Manager
 ) -> IntegrationOut:
     await _get(runtime, caller, integration_id)
     return await _save(runtime, caller, integration_id, body)
@@ -68,7 +73,7 @@ async def put(
 async def patch(
     integration_id: int,
     runtime: Service,
-    caller: Caller,
+    caller: Manager,
     changes: Annotated[dict[str, Any], Body(examples=[{"enabled": False}])],
 ) -> IntegrationOut:
     current = await _get(runtime, caller, integration_id)
@@ -98,28 +103,30 @@ async def _save(
     kind = "integration_changed"
     if before.settings.enabled != saved.settings.enabled:
         kind = "integration_enabled" if saved.settings.enabled else "integration_disabled"
-    await runtime.integration_event(caller.client, kind, saved, caller.email)
+    await runtime.integration_event(caller.client, kind, saved, actor(caller))
     return IntegrationOut.of(saved)
 
 
 @router.delete("/{integration_id}", status_code=204)
-async def delete(integration_id: int, runtime: Service, caller: Caller) -> Response:
+async def delete(integration_id: int, runtime: Service, caller: Manager) -> Response:
     integration = await _get(runtime, caller, integration_id)
     if not await runtime.store.delete_integration(
         caller.client.id, integration_id, runtime.clock.now()
     ):
         raise NotFound(f"integration {integration_id} not found")
-    await runtime.integration_event(caller.client, "integration_deleted", integration, caller.email)
+    await runtime.integration_event(
+        caller.client, "integration_deleted", integration, actor(caller)
+    )
     return Response(status_code=204)
 
 
 @router.post("/{integration_id}/enable", response_model=IntegrationOut)
-async def enable(integration_id: int, runtime: Service, caller: Caller) -> IntegrationOut:
+async def enable(integration_id: int, runtime: Service, caller: Manager) -> IntegrationOut:
     return await _switch(runtime, caller, integration_id, enabled=True)
 
 
 @router.post("/{integration_id}/disable", response_model=IntegrationOut)
-async def disable(integration_id: int, runtime: Service, caller: Caller) -> IntegrationOut:
+async def disable(integration_id: int, runtime: Service, caller: Manager) -> IntegrationOut:
     return await _switch(runtime, caller, integration_id, enabled=False)
 
 
@@ -127,7 +134,7 @@ async def _switch(
     runtime: Tocsin, caller: Principal, integration_id: int, *, enabled: bool
 ) -> IntegrationOut:
     before = await _get(runtime, caller, integration_id)
-    reason = None if enabled else f"disabled by {caller.email}"
+    reason = None if enabled else f"disabled by {actor(caller)}"
     after = await runtime.store.set_enabled(
         caller.client.id, integration_id, enabled=enabled, now=runtime.clock.now(), reason=reason
     )
@@ -135,12 +142,12 @@ async def _switch(
         raise NotFound(f"integration {integration_id} not found")
     if before.settings.enabled != enabled:
         kind = "integration_enabled" if enabled else "integration_disabled"
-        await runtime.integration_event(caller.client, kind, after, caller.email)
+        await runtime.integration_event(caller.client, kind, after, actor(caller))
     return IntegrationOut.of(after)
 
 
 @router.post("/{integration_id}/rotate-secret", response_model=IntegrationOut)
-async def rotate_secret(integration_id: int, runtime: Service, caller: Caller) -> IntegrationOut:
+async def rotate_secret(integration_id: int, runtime: Service, caller: Manager) -> IntegrationOut:
     """A new signing secret; for 24 h requests carry signatures under both the new and old one."""
     await _get(runtime, caller, integration_id)
     rotated = await runtime.store.rotate_signing_secret(
@@ -148,12 +155,12 @@ async def rotate_secret(integration_id: int, runtime: Service, caller: Caller) -
     )
     if rotated is None:
         raise NotFound(f"integration {integration_id} not found")
-    await runtime.integration_event(caller.client, "integration_changed", rotated, caller.email)
+    await runtime.integration_event(caller.client, "integration_changed", rotated, actor(caller))
     return IntegrationOut.of(rotated)
 
 
 @router.post("/{integration_id}/test", response_model=TestResult)
-async def test_saved(integration_id: int, runtime: Service, caller: Caller) -> TestResult:
+async def test_saved(integration_id: int, runtime: Service, caller: Operator) -> TestResult:
     integration = await _get(runtime, caller, integration_id)
     secrets = integration.signing_secrets(runtime.clock.now())
     return await _send_test(runtime, caller, integration.settings, secrets)

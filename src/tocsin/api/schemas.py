@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import re
 import ssl
@@ -11,16 +12,31 @@ from urllib.parse import urlsplit
 
 from cryptography import x509
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
     field_validator,
+    model_validator,
 )
 from pydantic.types import Strict
 
-from tocsin.models import BodyFormat, EventType, Integration, RiskLevel, WebhookSettings
+from tocsin.models import (
+    Application,
+    BodyFormat,
+    Client,
+    DenylistEntry,
+    EventType,
+    Integration,
+    RiskLevel,
+    Role,
+    Token,
+    User,
+    WebhookSettings,
+)
+from tocsin.roles import MASK
 
 # RFC 9110 token; matched with fullmatch, since `$` would also accept a trailing newline.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -58,13 +74,29 @@ Timeout = Annotated[float, BeforeValidator(_number), Field(ge=1, le=300)]
 Text = Annotated[str, Strict()]
 
 
+def _visible(value: str) -> str:
+    visible = [ch for ch in value if not ch.isspace() and unicodedata.category(ch) != "Cf"]
+    if not visible or any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in value):
+        raise ValueError("must be visible text without control characters")
+    if _BIDI_CONTROLS.search(value):
+        # They reorder the text after them: in a console list, or in the sentence of a
+        # system notification, a name could pass itself off as another (Trojan Source).
+        raise ValueError("must not contain bidirectional embedding, override or isolate characters")
+    return value.strip()
+
+
+# A name shown in the console and in the sentences of system notifications.
+Name = Annotated[Text, Field(min_length=1, max_length=128), AfterValidator(_visible)]
+SubscribableEvent = Literal["hit", "vuln", "system", "scope"]
+
+
 class IntegrationIn(BaseModel):
     """A webhook integration as created or replaced (SPEC 3.1)."""
 
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["webhook"] = "webhook"
-    name: Annotated[Text, Field(min_length=1, max_length=128)]
+    name: Name
     url: Annotated[Text, Field(min_length=1, max_length=2048)]
     method: Literal["POST", "PUT"] = "POST"
     headers: dict[str, Text] = Field(default_factory=dict)
@@ -73,25 +105,11 @@ class IntegrationIn(BaseModel):
     request_timeout: Timeout = 15
     connection_timeout: Timeout = 20
     format: BodyFormat = BodyFormat.JSON_ARRAY
-    events: list[EventType] = Field(default_factory=lambda: [EventType.VULN])
+    events: list[SubscribableEvent] = Field(default_factory=lambda: list[SubscribableEvent](["vuln"]))
     vuln_risk_levels: list[RiskLevel] = Field(
         default_factory=lambda: [RiskLevel.HIGH, RiskLevel.MEDIUM, RiskLevel.LOW]
     )
     enabled: StrictBool = True
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        visible = [ch for ch in value if not ch.isspace() and unicodedata.category(ch) != "Cf"]
-        if not visible or any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in value):
-            raise ValueError("name must be visible text without control characters")
-        if _BIDI_CONTROLS.search(value):
-            # They reorder the text after them: in a console list, or in the sentence of a
-            # system notification, a name could pass itself off as another (Trojan Source).
-            raise ValueError(
-                "name must not contain bidirectional embedding, override or isolate characters"
-            )
-        return value.strip()
 
     @field_validator("url")
     @classmethod
@@ -162,7 +180,7 @@ class IntegrationIn(BaseModel):
             request_timeout=float(self.request_timeout),
             connection_timeout=float(self.connection_timeout),
             format=self.format,
-            events=tuple(self.events),
+            events=tuple(EventType(event) for event in self.events),
             vuln_risk_levels=tuple(self.vuln_risk_levels),
             enabled=self.enabled,
         )
@@ -209,7 +227,7 @@ class IntegrationOut(BaseModel):
     request_timeout: float
     connection_timeout: float
     format: BodyFormat
-    events: list[EventType]
+    events: list[SubscribableEvent]
     vuln_risk_levels: list[RiskLevel]
     enabled: bool
     status: str
@@ -220,16 +238,22 @@ class IntegrationOut(BaseModel):
     updated_at: float
 
     @classmethod
-    def of(cls, integration: Integration) -> IntegrationOut:
+    def of(cls, integration: Integration, *, masked: bool = False) -> IntegrationOut:
+        """The integration; `masked` shows header values and the signing secret as `***`."""
+        shown = settings_dict(integration.settings)
+        secret = integration.signing_secret
+        if masked:
+            shown["headers"] = dict.fromkeys(shown["headers"], MASK)
+            secret = MASK
         return cls(
             id=integration.id,
             status=integration.status.value,
             status_reason=integration.disabled_reason,
             last_error=integration.last_error,
-            signing_secret=integration.signing_secret,
+            signing_secret=secret,
             created_at=integration.created_at,
             updated_at=integration.updated_at,
-            **settings_dict(integration.settings),
+            **shown,
         )
 
 
@@ -284,3 +308,282 @@ class ErrorBody(BaseModel):
 
 class ErrorOut(BaseModel):
     error: ErrorBody
+
+
+# clients, users, tokens ------------------------------------------------------------
+
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
+def _email(value: str) -> str:
+    if not _EMAIL.fullmatch(value) or _UNSAFE_IN_VALUE.search(value):
+        raise ValueError("must be an email address such as alice@example.com")
+    return value.lower()
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    """A time without a zone is read as UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+Email = Annotated[Text, Field(min_length=3, max_length=254), AfterValidator(_email)]
+# Unix seconds or ISO 8601 (`2026-12-01T00:00:00Z`); shown back as Unix seconds.
+Time = Annotated[dt.datetime, AfterValidator(_aware)]
+Label = Annotated[Text, Field(min_length=1, max_length=32), AfterValidator(_visible)]
+ConsoleUrl = Annotated[Text, Field(max_length=2048), Field(pattern=r"^(https?://\S+)?$")]
+
+
+class ClientIn(BaseModel):
+    """A new client (tenant) and its first administrator."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name
+    cloud: Label = "local"
+    console_url: ConsoleUrl = ""
+    admin_email: Email
+    admin_name: Name = "Administrator"
+
+
+class ClientChange(BaseModel):
+    """Rename a client or change its cloud label or console URL (fields left out stay)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name | None = None
+    cloud: Label | None = None
+    console_url: ConsoleUrl | None = None
+
+
+class ClientOut(BaseModel):
+    id: int
+    name: str
+    cloud: str
+    console_url: str
+
+    @classmethod
+    def of(cls, client: Client) -> ClientOut:
+        return cls(
+            id=client.id, name=client.name, cloud=client.cloud, console_url=client.console_url
+        )
+
+
+class UserIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: Email
+    name: Name
+    role: Role
+
+
+class UserChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Role
+
+
+class UserOut(BaseModel):
+    id: int
+    email: str
+    name: str
+    role: Role
+    created_at: float
+
+    @classmethod
+    def of(cls, user: User) -> UserOut:
+        return cls(
+            id=user.id, email=user.email, name=user.name, role=user.role, created_at=user.created_at
+        )
+
+
+class ClientCreated(ClientOut):
+    """A new client with its administrator and that administrator's token (shown once)."""
+
+    administrator: UserOut
+    token: str
+
+
+class TokenIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: int | None = Field(default=None, description="The holder; you when left out.")
+    name: Name | None = None
+    expires_at: Time | None = Field(default=None, description="Unix seconds or ISO 8601.")
+
+
+class TokenOut(BaseModel):
+    id: int
+    user_id: int
+    name: str
+    created_at: float
+    expires_at: float | None
+    revoked_at: float | None
+    active: bool
+
+    @classmethod
+    def of(cls, token: Token, now: float) -> TokenOut:
+        return cls(
+            id=token.id,
+            user_id=token.user_id,
+            name=token.name,
+            created_at=token.created_at,
+            expires_at=token.expires_at,
+            revoked_at=token.revoked_at,
+            active=token.active(now),
+        )
+
+
+class TokenCreated(TokenOut):
+    """A new token: `token` is shown this once and stored only as a digest."""
+
+    token: str
+
+
+# applications, denylist, scope and API changes -----------------------------------------
+
+
+class ApplicationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: Annotated[int, Strict(), Field(ge=1, le=2**31 - 1)] | None = Field(
+        default=None, description="The id sensors report; the next free one when left out."
+    )
+    name: Name
+
+
+class ApplicationChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name
+
+
+class ApplicationOut(BaseModel):
+    id: int
+    name: str
+    created_at: float
+    updated_at: float
+
+    @classmethod
+    def of(cls, application: Application) -> ApplicationOut:
+        return cls(
+            id=application.id,
+            name=application.name,
+            created_at=application.created_at,
+            updated_at=application.updated_at,
+        )
+
+
+MAX_LOCK_TIME = 10 * 365 * 24 * 3600
+
+
+def _single_address(value: str) -> str:
+    try:
+        address = ipaddress.ip_address(value.strip())
+    except ValueError as exc:
+        raise ValueError("must be one IPv4 or IPv6 address such as 203.0.113.7") from exc
+    return address.compressed
+
+
+class DenylistIn(BaseModel):
+    """Deny an address until `expire_at`, or for `lock_time` seconds from now."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ip: Annotated[Text, Field(max_length=64), AfterValidator(_single_address)]
+    reason: Annotated[Text, Field(max_length=1024)] = ""
+    expire_at: Time | None = Field(default=None, description="Unix seconds or ISO 8601.")
+    lock_time: Annotated[int, Strict(), Field(ge=1, le=MAX_LOCK_TIME)] | None = Field(
+        default=None, description="Seconds from now."
+    )
+    application: Annotated[int, Strict()] | None = None
+
+
+class DenylistOut(BaseModel):
+    id: int
+    ip: str
+    reason: str
+    application: int | None
+    created_at: float
+    expire_at: float
+    created_by: str
+
+    @classmethod
+    def of(cls, entry: DenylistEntry) -> DenylistOut:
+        return cls(
+            id=entry.id,
+            ip=entry.ip,
+            reason=entry.reason,
+            application=entry.application,
+            created_at=entry.created_at,
+            expire_at=entry.expire_at,
+            created_by=entry.created_by,
+        )
+
+
+ScopeItem = Annotated[Text, Field(min_length=1, max_length=2048), AfterValidator(_visible)]
+ScopeItems = Annotated[list[ScopeItem], Field(max_length=10_000)]
+
+
+class ScopeDelta(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    added: ScopeItems = Field(default_factory=list)
+    removed: ScopeItems = Field(default_factory=list)
+    changed: ScopeItems = Field(default_factory=list)
+
+    def count(self) -> int:
+        return len(self.added) + len(self.removed) + len(self.changed)
+
+
+class ScopeChangeIn(BaseModel):
+    """Hosts, services (`host:port`) and domains that entered, left or changed in the scope."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hosts: ScopeDelta = Field(default_factory=ScopeDelta)
+    services: ScopeDelta = Field(default_factory=ScopeDelta)
+    domains: ScopeDelta = Field(default_factory=ScopeDelta)
+
+    @model_validator(mode="after")
+    def _something(self) -> ScopeChangeIn:
+        if not (self.hosts.count() or self.services.count() or self.domains.count()):
+            raise ValueError(
+                "report at least one added, removed or changed host, service or domain"
+            )
+        return self
+
+
+HttpMethod = Annotated[Text, Field(min_length=1, max_length=16, pattern=r"^[A-Za-z]+$")]
+ApiPath = Annotated[Text, Field(min_length=1, max_length=2048), AfterValidator(_visible)]
+
+
+class ApiEndpoint(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    method: HttpMethod
+    path: ApiPath
+    domain: Annotated[Text, Field(max_length=255)] | None = None
+    application: Annotated[int, Strict()] | None = None
+
+
+class ApiChange(ApiEndpoint):
+    change: Literal["new", "changed", "unused"]
+
+
+class RogueApi(ApiEndpoint):
+    kind: Literal["shadow", "orphan", "zombie"]
+
+
+class ApiChangesIn(BaseModel):
+    """What API discovery found: endpoints new, changed or unused, and rogue APIs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    changes: Annotated[list[ApiChange], Field(max_length=10_000)] = Field(default_factory=list)
+    rogue_apis: Annotated[list[RogueApi], Field(max_length=10_000)] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _something(self) -> ApiChangesIn:
+        if not (self.changes or self.rogue_apis):
+            raise ValueError("report at least one change or rogue API")
+        return self

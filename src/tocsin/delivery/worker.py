@@ -25,6 +25,7 @@ from tocsin.clock import Clock
 from tocsin.config import Settings
 from tocsin.delivery.sender import Sender
 from tocsin.errors import StoreError, TocsinError
+from tocsin.metrics import Metrics
 from tocsin.models import AttemptRecord, Claim
 from tocsin.store import AutoDisabled, ClaimLimits, Notifier, Store
 
@@ -45,8 +46,10 @@ class Dispatcher:
         settings: Settings,
         clock: Clock,
         on_auto_disabled: OnAutoDisabled | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
+        self._metrics = metrics
         self._sender = sender
         self._settings = settings
         self._clock = clock
@@ -193,6 +196,8 @@ class Dispatcher:
             # deliveries are sent again, so at-least-once holds.
             log.exception("recording %d attempts failed", len(batch))
             return
+        if self._metrics is not None:
+            self._metrics.attempted(batch)
         for record in batch:
             if record.outcome.error:
                 log.warning("delivery %s: %s", record.delivery_id, record.outcome.error)

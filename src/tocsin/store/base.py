@@ -16,8 +16,8 @@ from tocsin.models import (
     AttemptRecord,
     Claim,
     Client,
-    DenylistEntry,
     Delivery,
+    DenylistEntry,
     Integration,
     NewEvent,
     Principal,
@@ -260,14 +260,16 @@ class Store(Protocol):
         created_by: str,
         now: float,
     ) -> DenylistEntry:
-        """Denylist an address; Conflict while an unexpired entry has the same ip and application."""
+        """Denylist an address; Conflict while an unexpired entry has its ip and application."""
         ...
 
     async def list_denylist(self, client_id: int, now: float) -> list[DenylistEntry]:
         """Entries not yet expired (expire_at > now), by id."""
         ...
 
-    async def remove_denylist(self, client_id: int, entry_id: int, now: float) -> DenylistEntry | None:
+    async def remove_denylist(
+        self, client_id: int, entry_id: int, now: float
+    ) -> DenylistEntry | None:
         """Remove an unexpired entry; None if there is none with this id."""
         ...
 

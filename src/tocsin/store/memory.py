@@ -15,16 +15,21 @@ from dataclasses import dataclass, replace
 from tocsin import ids, retry, sampling
 from tocsin.errors import Conflict, NotFound, StoreError
 from tocsin.models import (
+    Application,
     Attempt,
     AttemptRecord,
     Claim,
     Client,
     Delivery,
     DeliveryStatus,
+    DenylistEntry,
     Integration,
+    IntegrationStatus,
     NewEvent,
     Principal,
     Role,
+    Token,
+    User,
     WebhookSettings,
 )
 from tocsin.store import grouping
@@ -33,32 +38,16 @@ from tocsin.store.base import (
     Bootstrap,
     ClaimLimits,
     ClaimSlots,
+    StoreStats,
     claim_queued,
     lease_seconds,
 )
 
 _WAITING = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
-
-
-@dataclass(slots=True, kw_only=True)
-class _User:
-    id: int
-    client_id: int
-    email: str
-    name: str
-    role: Role
-    created_at: float
-
-
-@dataclass(slots=True, kw_only=True)
-class _Token:
-    user_id: int
-    created_at: float
-    expires_at: float | None = None
-    revoked_at: float | None = None
-
-    def valid(self, now: float) -> bool:
-        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+_LAST_ADMINISTRATOR = (
+    "the client must keep an administrator: make another user an administrator first"
+)
+_DIGEST_TAKEN = "a token with this digest already exists; generate another token"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -132,8 +121,11 @@ class MemoryStore:
         self._ids: dict[str, Iterator[int]] = {}
         self._clients: dict[int, Client] = {}
         self._client_created: dict[int, float] = {}
-        self._users: dict[int, _User] = {}
-        self._tokens: dict[str, _Token] = {}
+        self._users: dict[int, User] = {}
+        self._tokens: dict[int, Token] = {}
+        self._token_ids: dict[str, int] = {}  # token digest -> token id
+        self._applications: dict[tuple[int, int], Application] = {}  # (client id, id)
+        self._denylist: dict[int, DenylistEntry] = {}
         self._integrations: dict[int, Integration] = {}
         self._deleted: set[int] = set()
         self._events: list[_Event] = []
@@ -163,25 +155,29 @@ class MemoryStore:
         if self._clients:
             return False
         client = self._add_client(boot.client_name, boot.cloud, boot.console_url, now)
-        user_id = self._next_id("users")
-        self._users[user_id] = _User(
-            id=user_id,
-            client_id=client.id,
+        user = self._add_user(
+            client.id,
             email=boot.admin_email,
             name=boot.admin_name,
             role=Role.ADMINISTRATOR,
-            created_at=now,
+            now=now,
         )
-        self._tokens[boot.token_hash] = _Token(user_id=user_id, created_at=now)
+        self._add_token(user.id, name="", token_hash=boot.token_hash, expires_at=None, now=now)
         return True
 
     async def principal(self, token_hashes: Sequence[str], now: float) -> Principal | None:
-        token = next((self._tokens[h] for h in token_hashes if h in self._tokens), None)
-        if token is None or not token.valid(now):
+        found = next((self._token_ids[h] for h in token_hashes if h in self._token_ids), None)
+        token = None if found is None else self._tokens[found]
+        if token is None or not token.active(now):
             return None
         user = self._users[token.user_id]
         return Principal(
-            client=self._clients[user.client_id], user_id=user.id, email=user.email, role=user.role
+            client=self._clients[user.client_id],
+            user_id=user.id,
+            email=user.email,
+            role=user.role,
+            token_id=token.id,
+            name=user.name,
         )
 
     async def get_client(self, client_id: int) -> Client | None:
@@ -197,6 +193,247 @@ class MemoryStore:
         self._clients[client.id] = client
         self._client_created[client.id] = now
         return client
+
+    async def list_clients(self) -> list[Client]:
+        return sorted(self._clients.values(), key=lambda client: client.id)
+
+    async def update_client(
+        self, client_id: int, *, name: str, cloud: str, console_url: str
+    ) -> Client | None:
+        if client_id not in self._clients:
+            return None
+        client = Client(id=client_id, name=name, cloud=cloud, console_url=console_url)
+        self._clients[client_id] = client
+        return client
+
+    async def create_user(
+        self, client_id: int, *, email: str, name: str, role: Role, now: float
+    ) -> User:
+        if any(user.email == email for user in self._users_of(client_id)):
+            raise Conflict(f"a user with email {email} already exists")
+        return self._add_user(client_id, email=email, name=name, role=role, now=now)
+
+    def _add_user(self, client_id: int, *, email: str, name: str, role: Role, now: float) -> User:
+        user = User(
+            id=self._next_id("users"),
+            client_id=client_id,
+            email=email,
+            name=name,
+            role=role,
+            created_at=now,
+        )
+        self._users[user.id] = user
+        return user
+
+    def _users_of(self, client_id: int) -> list[User]:
+        return sorted(
+            (user for user in self._users.values() if user.client_id == client_id),
+            key=lambda user: user.id,
+        )
+
+    def _user(self, client_id: int, user_id: int) -> User | None:
+        user = self._users.get(user_id)
+        return user if user is not None and user.client_id == client_id else None
+
+    async def list_users(self, client_id: int) -> list[User]:
+        return self._users_of(client_id)
+
+    async def get_user(self, client_id: int, user_id: int) -> User | None:
+        return self._user(client_id, user_id)
+
+    async def set_role(
+        self,
+        client_id: int,
+        user_id: int,
+        role: Role,
+        now: float,  # noqa: ARG002 - users keep no change time
+    ) -> User | None:
+        user = self._user(client_id, user_id)
+        if user is None:
+            return None
+        if role is not Role.ADMINISTRATOR:
+            self._keep_an_administrator(user)
+        self._users[user_id] = replace(user, role=role)
+        return self._users[user_id]
+
+    async def delete_user(
+        self,
+        client_id: int,
+        user_id: int,
+        now: float,  # noqa: ARG002 - deleted users leave no trace to date
+    ) -> User | None:
+        user = self._user(client_id, user_id)
+        if user is None:
+            return None
+        self._keep_an_administrator(user)
+        for token in [t for t in self._tokens.values() if t.user_id == user_id]:
+            del self._tokens[token.id]
+        self._token_ids = {h: i for h, i in self._token_ids.items() if i in self._tokens}
+        del self._users[user_id]
+        return user
+
+    def _keep_an_administrator(self, leaving: User) -> None:
+        """Conflict if `leaving` is its client's last administrator."""
+        if leaving.role is not Role.ADMINISTRATOR:
+            return
+        others = [
+            user
+            for user in self._users_of(leaving.client_id)
+            if user.role is Role.ADMINISTRATOR and user.id != leaving.id
+        ]
+        if not others:
+            raise Conflict(_LAST_ADMINISTRATOR)
+
+    async def create_token(
+        self,
+        client_id: int,
+        user_id: int,
+        *,
+        name: str,
+        token_hash: str,
+        expires_at: float | None,
+        now: float,
+    ) -> Token | None:
+        if self._user(client_id, user_id) is None:
+            return None
+        if token_hash in self._token_ids:
+            raise Conflict(_DIGEST_TAKEN)
+        return self._add_token(
+            user_id, name=name, token_hash=token_hash, expires_at=expires_at, now=now
+        )
+
+    def _add_token(
+        self, user_id: int, *, name: str, token_hash: str, expires_at: float | None, now: float
+    ) -> Token:
+        token = Token(
+            id=self._next_id("tokens"),
+            user_id=user_id,
+            name=name,
+            created_at=now,
+            expires_at=expires_at,
+            revoked_at=None,
+        )
+        self._tokens[token.id] = token
+        self._token_ids[token_hash] = token.id
+        return token
+
+    def _token(self, client_id: int, token_id: int) -> Token | None:
+        token = self._tokens.get(token_id)
+        if token is None or self._user(client_id, token.user_id) is None:
+            return None
+        return token
+
+    async def list_tokens(self, client_id: int) -> list[Token]:
+        return [
+            token
+            for token in sorted(self._tokens.values(), key=lambda token: token.id)
+            if self._user(client_id, token.user_id) is not None
+        ]
+
+    async def revoke_token(self, client_id: int, token_id: int, now: float) -> Token | None:
+        token = self._token(client_id, token_id)
+        if token is None or token.revoked_at is not None:
+            return token
+        self._tokens[token_id] = replace(token, revoked_at=now)
+        return self._tokens[token_id]
+
+    # applications and the denylist ----------------------------------------------
+
+    async def create_application(
+        self, client_id: int, *, name: str, now: float, application_id: int | None = None
+    ) -> Application:
+        taken = [key[1] for key in self._applications if key[0] == client_id]
+        new_id = max(taken, default=0) + 1 if application_id is None else application_id
+        if new_id in taken:
+            raise Conflict(f"an application with id {new_id} already exists")
+        application = Application(
+            id=new_id, client_id=client_id, name=name, created_at=now, updated_at=now
+        )
+        self._applications[client_id, new_id] = application
+        return application
+
+    async def list_applications(self, client_id: int) -> list[Application]:
+        return [
+            application
+            for key, application in sorted(self._applications.items())
+            if key[0] == client_id
+        ]
+
+    async def get_application(self, client_id: int, application_id: int) -> Application | None:
+        return self._applications.get((client_id, application_id))
+
+    async def rename_application(
+        self, client_id: int, application_id: int, name: str, now: float
+    ) -> Application | None:
+        before = self._applications.get((client_id, application_id))
+        if before is None:
+            return None
+        after = replace(before, name=name, updated_at=now)
+        self._applications[client_id, application_id] = after
+        return after
+
+    async def delete_application(self, client_id: int, application_id: int) -> Application | None:
+        return self._applications.pop((client_id, application_id), None)
+
+    async def add_denylist(
+        self,
+        client_id: int,
+        *,
+        ip: str,
+        reason: str,
+        application: int | None,
+        expire_at: float,
+        created_by: str,
+        now: float,
+    ) -> DenylistEntry:
+        if any(
+            entry.ip == ip and entry.application == application
+            for entry in self._unexpired(client_id, now)
+        ):
+            raise Conflict(_denylisted_already(ip, application))
+        entry = DenylistEntry(
+            id=self._next_id("denylist"),
+            client_id=client_id,
+            ip=ip,
+            reason=reason,
+            application=application,
+            created_at=now,
+            expire_at=expire_at,
+            created_by=created_by,
+        )
+        self._denylist[entry.id] = entry
+        return entry
+
+    def _unexpired(self, client_id: int, now: float) -> list[DenylistEntry]:
+        return [
+            entry
+            for entry in sorted(self._denylist.values(), key=lambda entry: entry.id)
+            if entry.client_id == client_id and entry.expire_at > now
+        ]
+
+    async def list_denylist(self, client_id: int, now: float) -> list[DenylistEntry]:
+        return self._unexpired(client_id, now)
+
+    async def remove_denylist(
+        self, client_id: int, entry_id: int, now: float
+    ) -> DenylistEntry | None:
+        entry = self._denylist.get(entry_id)
+        if entry is None or entry.client_id != client_id or entry.expire_at <= now:
+            return None
+        return self._denylist.pop(entry_id)
+
+    async def stats(self) -> StoreStats:
+        waiting = [row for row in self._deliveries.values() if row.status in _WAITING]
+        queued = sum(len(group) for groups in self._outbox.values() for group in groups)
+        integrations = dict.fromkeys(IntegrationStatus, 0)
+        for integration in self._integrations.values():
+            if integration.id not in self._deleted:
+                integrations[integration.status] += 1
+        return StoreStats(
+            queued_notifications=queued + sum(row.notification_count for row in waiting),
+            waiting_deliveries=len(waiting),
+            integrations={status.value: count for status, count in integrations.items()},
+        )
 
     # integrations -----------------------------------------------------------
 
@@ -574,6 +811,11 @@ class MemoryStore:
     def _with_attempts(self, row: _DeliveryRow) -> Delivery:
         attempts = [a.attempt for a in self._attempts if a.delivery_id == row.id]
         return row.record(sorted(attempts, key=lambda attempt: attempt.number))
+
+
+def _denylisted_already(ip: str, application: int | None) -> str:
+    scope = "every application" if application is None else f"application {application}"
+    return f"{ip} is already denylisted for {scope}; remove that entry or wait until it expires"
 
 
 def _check_resendable(status: DeliveryStatus, integration: Integration | None) -> None:

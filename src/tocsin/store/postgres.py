@@ -15,6 +15,10 @@ processes stay out of each other's way (the SQL is in `sql/postgres.sql`):
   the first 5 identical hits per hour notify once in total whichever process takes them.
 - Ingestion sends `NOTIFY tocsin_work` on commit; `wait_for_work` listens on a
   dedicated connection, so a dispatcher in another process wakes within milliseconds.
+- Account changes whose check reads other rows (the last administrator, the next
+  application id, an unexpired denylist entry) first lock the client's row, so the
+  check and the change of one transaction are never interleaved with another's.
+  Duplicate emails and application ids are refused by unique keys.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
@@ -34,20 +39,32 @@ from tocsin import ids, retry, sampling
 from tocsin.crypto import Vault
 from tocsin.errors import Conflict, MigrationError, NotFound, StoreError
 from tocsin.models import (
+    Application,
     Attempt,
     AttemptRecord,
     Claim,
     Client,
     Delivery,
     DeliveryStatus,
+    DenylistEntry,
     Integration,
+    IntegrationStatus,
     NewEvent,
     Principal,
     Role,
+    Token,
+    User,
     WebhookSettings,
 )
 from tocsin.store import codec, grouping, queries
-from tocsin.store.base import AutoDisabled, Bootstrap, ClaimLimits, ClaimSlots, lease_seconds
+from tocsin.store.base import (
+    AutoDisabled,
+    Bootstrap,
+    ClaimLimits,
+    ClaimSlots,
+    StoreStats,
+    lease_seconds,
+)
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
@@ -194,7 +211,14 @@ class PostgresStore:
             if row is None:
                 return None
             client = Client(id=row[0], name=row[1], cloud=row[2], console_url=row[3])
-            return Principal(client=client, user_id=row[4], email=row[5], role=Role(row[6]))
+            return Principal(
+                client=client,
+                user_id=row[4],
+                email=row[5],
+                role=Role(row[6]),
+                token_id=row[7],
+                name=row[8],
+            )
 
         return await self._tx(tx)
 
@@ -211,6 +235,230 @@ class PostgresStore:
             return Client(id=client_id, name=name, cloud=cloud, console_url=console_url)
 
         return await self._tx(tx)
+
+    async def list_clients(self) -> list[Client]:
+        async def tx(conn: Conn) -> list[Client]:
+            return [Client(**dict(row)) for row in await conn.fetch(Q["all_clients"])]
+
+        return await self._tx(tx)
+
+    async def update_client(
+        self, client_id: int, *, name: str, cloud: str, console_url: str
+    ) -> Client | None:
+        async def tx(conn: Conn) -> Client | None:
+            row = await conn.fetchrow(Q["update_client"], client_id, name, cloud, console_url)
+            return None if row is None else Client(**dict(row))
+
+        return await self._tx(tx)
+
+    async def create_user(
+        self, client_id: int, *, email: str, name: str, role: Role, now: float
+    ) -> User:
+        async def tx(conn: Conn) -> User:
+            try:
+                row = await conn.fetchrow(Q["insert_user"], client_id, email, name, role.value, now)
+            except asyncpg.UniqueViolationError as exc:
+                raise Conflict(f"this client already has a user with email {email}") from exc
+            except asyncpg.ForeignKeyViolationError as exc:
+                raise NotFound(f"client {client_id} not found") from exc
+            return _user(_one(row))
+
+        return await self._tx(tx)
+
+    async def list_users(self, client_id: int) -> list[User]:
+        async def tx(conn: Conn) -> list[User]:
+            return [_user(row) for row in await conn.fetch(Q["users_of_client"], client_id)]
+
+        return await self._tx(tx)
+
+    async def get_user(self, client_id: int, user_id: int) -> User | None:
+        async def tx(conn: Conn) -> User | None:
+            row = await conn.fetchrow(Q["user_by_id"], client_id, user_id)
+            return None if row is None else _user(row)
+
+        return await self._tx(tx)
+
+    async def set_role(self, client_id: int, user_id: int, role: Role, now: float) -> User | None:
+        del now  # the Protocol's; users keep no change time
+
+        async def tx(conn: Conn) -> User | None:
+            user = await _locked_user(conn, client_id, user_id)
+            if user is None:
+                return None
+            if role is not Role.ADMINISTRATOR:
+                await _keep_an_administrator(conn, user, "change the role of")
+            return _user(_one(await conn.fetchrow(Q["set_role"], client_id, user_id, role.value)))
+
+        return await self._tx(tx)
+
+    async def delete_user(self, client_id: int, user_id: int, now: float) -> User | None:
+        del now  # the Protocol's; nothing of a deleted user is kept
+
+        async def tx(conn: Conn) -> User | None:
+            user = await _locked_user(conn, client_id, user_id)
+            if user is None:
+                return None
+            await _keep_an_administrator(conn, user, "delete")
+            await conn.execute(Q["delete_tokens_of_user"], user_id)
+            await conn.execute(Q["delete_user"], client_id, user_id)
+            return user
+
+        return await self._tx(tx)
+
+    async def create_token(
+        self,
+        client_id: int,
+        user_id: int,
+        *,
+        name: str,
+        token_hash: str,
+        expires_at: float | None,
+        now: float,
+    ) -> Token | None:
+        async def tx(conn: Conn) -> Token | None:
+            try:
+                row = await conn.fetchrow(
+                    Q["insert_named_token"], client_id, user_id, name, token_hash, expires_at, now
+                )
+            except asyncpg.UniqueViolationError as exc:
+                raise Conflict(
+                    "a token with this digest already exists; generate another token"
+                ) from exc
+            return None if row is None else Token(**dict(row))
+
+        return await self._tx(tx)
+
+    async def list_tokens(self, client_id: int) -> list[Token]:
+        async def tx(conn: Conn) -> list[Token]:
+            return [
+                Token(**dict(row)) for row in await conn.fetch(Q["tokens_of_client"], client_id)
+            ]
+
+        return await self._tx(tx)
+
+    async def revoke_token(self, client_id: int, token_id: int, now: float) -> Token | None:
+        async def tx(conn: Conn) -> Token | None:
+            row = await conn.fetchrow(Q["revoke_token"], client_id, token_id, now)
+            return None if row is None else Token(**dict(row))
+
+        return await self._tx(tx)
+
+    # applications and the denylist ---------------------------------------------
+
+    async def create_application(
+        self, client_id: int, *, name: str, now: float, application_id: int | None = None
+    ) -> Application:
+        async def tx(conn: Conn) -> Application:
+            # Locked, so that two creations never both take the client's highest id + 1.
+            await _lock_client(conn, client_id)
+            wanted = application_id
+            if wanted is None:
+                wanted = int(await conn.fetchval(Q["next_application_id"], client_id))
+            try:
+                row = await conn.fetchrow(Q["insert_application"], client_id, wanted, name, now)
+            except asyncpg.UniqueViolationError as exc:
+                raise Conflict(
+                    f"application {wanted} already exists; choose another id or rename it"
+                ) from exc
+            return Application(**dict(_one(row)))
+
+        return await self._tx(tx)
+
+    async def list_applications(self, client_id: int) -> list[Application]:
+        async def tx(conn: Conn) -> list[Application]:
+            rows = await conn.fetch(Q["applications_of_client"], client_id)
+            return [Application(**dict(row)) for row in rows]
+
+        return await self._tx(tx)
+
+    async def get_application(self, client_id: int, application_id: int) -> Application | None:
+        async def tx(conn: Conn) -> Application | None:
+            row = await conn.fetchrow(Q["application_by_id"], client_id, application_id)
+            return None if row is None else Application(**dict(row))
+
+        return await self._tx(tx)
+
+    async def rename_application(
+        self, client_id: int, application_id: int, name: str, now: float
+    ) -> Application | None:
+        async def tx(conn: Conn) -> Application | None:
+            row = await conn.fetchrow(Q["rename_application"], client_id, application_id, name, now)
+            return None if row is None else Application(**dict(row))
+
+        return await self._tx(tx)
+
+    async def delete_application(self, client_id: int, application_id: int) -> Application | None:
+        async def tx(conn: Conn) -> Application | None:
+            row = await conn.fetchrow(Q["delete_application"], client_id, application_id)
+            return None if row is None else Application(**dict(row))
+
+        return await self._tx(tx)
+
+    async def add_denylist(
+        self,
+        client_id: int,
+        *,
+        ip: str,
+        reason: str,
+        application: int | None,
+        expire_at: float,
+        created_by: str,
+        now: float,
+    ) -> DenylistEntry:
+        async def tx(conn: Conn) -> DenylistEntry:
+            # Locked, so that of two concurrent additions the second sees the first.
+            await _lock_client(conn, client_id)
+            found = await conn.fetchrow(
+                Q["unexpired_denylist_entry"], client_id, ip, application, now
+            )
+            if found is not None:
+                raise Conflict(_already_denylisted(found))
+            row = await conn.fetchrow(
+                Q["insert_denylist"],
+                client_id,
+                ip,
+                reason,
+                application,
+                now,
+                expire_at,
+                created_by,
+            )
+            return DenylistEntry(**dict(_one(row)))
+
+        return await self._tx(tx)
+
+    async def list_denylist(self, client_id: int, now: float) -> list[DenylistEntry]:
+        async def tx(conn: Conn) -> list[DenylistEntry]:
+            rows = await conn.fetch(Q["denylist_of_client"], client_id, now)
+            return [DenylistEntry(**dict(row)) for row in rows]
+
+        return await self._tx(tx)
+
+    async def remove_denylist(
+        self, client_id: int, entry_id: int, now: float
+    ) -> DenylistEntry | None:
+        async def tx(conn: Conn) -> DenylistEntry | None:
+            row = await conn.fetchrow(Q["delete_denylist"], client_id, entry_id, now)
+            return None if row is None else DenylistEntry(**dict(row))
+
+        return await self._tx(tx)
+
+    async def stats(self) -> StoreStats:
+        async def tx(conn: Conn) -> StoreStats:
+            queue = _one(await conn.fetchrow(Q["stats_queue"]))
+            counts = {
+                row["status"]: int(row["count"])
+                for row in await conn.fetch(Q["stats_integrations"])
+            }
+            return StoreStats(
+                queued_notifications=int(queue["queued_notifications"]),
+                waiting_deliveries=int(queue["waiting_deliveries"]),
+                integrations={
+                    status.value: counts.get(status.value, 0) for status in IntegrationStatus
+                },
+            )
+
+        return await self._tx(tx, snapshot=True)
 
     # integrations -----------------------------------------------------------
 
@@ -716,6 +964,52 @@ def _check_resendable(status: DeliveryStatus, integration: asyncpg.Record | None
 
 def _rotated(vault: Vault, stored: str | None) -> str | None:
     return None if stored is None else vault.rotate(stored)
+
+
+def _user(row: asyncpg.Record) -> User:
+    return User(
+        id=row["id"],
+        client_id=row["client_id"],
+        email=row["email"],
+        name=row["name"],
+        role=Role(row["role"]),
+        created_at=row["created_at"],
+    )
+
+
+async def _lock_client(conn: Conn, client_id: int) -> None:
+    """Order this transaction's account changes after the client's others (NotFound if none)."""
+    if await conn.fetchval(Q["lock_client"], client_id) is None:
+        raise NotFound(f"client {client_id} not found")
+
+
+async def _locked_user(conn: Conn, client_id: int, user_id: int) -> User | None:
+    """The user, read after the client is locked: no other role change or deletion is midway."""
+    if await conn.fetchval(Q["lock_client"], client_id) is None:
+        return None
+    row = await conn.fetchrow(Q["user_by_id"], client_id, user_id)
+    return None if row is None else _user(row)
+
+
+async def _keep_an_administrator(conn: Conn, user: User, action: str) -> None:
+    """Conflict when `user` is the client's last administrator (the client is locked)."""
+    if user.role is not Role.ADMINISTRATOR:
+        return
+    if await conn.fetchval(Q["count_administrators"], user.client_id) <= 1:
+        raise Conflict(
+            f"cannot {action} {user.email}: it is the client's last administrator; "
+            "make another user an administrator first"
+        )
+
+
+def _already_denylisted(entry: asyncpg.Record) -> str:
+    application = entry["application"]
+    scope = "every application" if application is None else f"application {application}"
+    until = datetime.fromtimestamp(entry["expire_at"], UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return (
+        f"{entry['ip']} is already denylisted for {scope} until {until} (entry {entry['id']}); "
+        "remove that entry or wait until it expires"
+    )
 
 
 def _one(row: asyncpg.Record | None) -> asyncpg.Record:

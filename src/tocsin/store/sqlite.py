@@ -19,15 +19,20 @@ from tocsin import ids, retry, sampling
 from tocsin.crypto import Vault
 from tocsin.errors import Conflict, MigrationError, NotFound, StoreError
 from tocsin.models import (
+    Application,
     AttemptRecord,
     Claim,
     Client,
     Delivery,
     DeliveryStatus,
+    DenylistEntry,
     Integration,
+    IntegrationStatus,
     NewEvent,
     Principal,
     Role,
+    Token,
+    User,
     WebhookSettings,
 )
 from tocsin.store import codec, grouping, queries
@@ -36,6 +41,7 @@ from tocsin.store.base import (
     Bootstrap,
     ClaimLimits,
     ClaimSlots,
+    StoreStats,
     claim_queued,
     lease_seconds,
 )
@@ -43,6 +49,10 @@ from tocsin.store.base import (
 T = TypeVar("T")
 Q = queries.load("sqlite")
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+_LAST_ADMINISTRATOR = (
+    "the client must keep an administrator: make another user an administrator first"
+)
+_DIGEST_TAKEN = "a token with this digest already exists; generate another token"
 
 
 class SqliteStore:
@@ -128,11 +138,8 @@ class SqliteStore:
                     "now": now,
                 },
             )
-            _insert(
-                conn,
-                "insert_token",
-                {"user_id": user_id, "token_hash": boot.token_hash, "now": now},
-            )
+            token = {"user_id": user_id, "name": "", "token_hash": boot.token_hash}
+            _insert(conn, "insert_token", token | {"expires_at": None, "now": now})
             return True
 
         return await self._run(tx)
@@ -144,7 +151,14 @@ class SqliteStore:
             if row is None:
                 return None
             client = Client(id=row[0], name=row[1], cloud=row[2], console_url=row[3])
-            return Principal(client=client, user_id=row[4], email=row[5], role=Role(row[6]))
+            return Principal(
+                client=client,
+                user_id=row[4],
+                email=row[5],
+                role=Role(row[6]),
+                token_id=row[7],
+                name=row[8],
+            )
 
         return await self._run(tx)
 
@@ -160,6 +174,239 @@ class SqliteStore:
             params = {"name": name, "cloud": cloud, "console_url": console_url, "now": now}
             client_id = _insert(conn, "insert_client", params)
             return Client(id=client_id, name=name, cloud=cloud, console_url=console_url)
+
+        return await self._run(tx)
+
+    async def list_clients(self) -> list[Client]:
+        def tx(conn: sqlite3.Connection) -> list[Client]:
+            return [Client(**dict(row)) for row in conn.execute(Q["all_clients"])]
+
+        return await self._run(tx)
+
+    async def update_client(
+        self, client_id: int, *, name: str, cloud: str, console_url: str
+    ) -> Client | None:
+        def tx(conn: sqlite3.Connection) -> Client | None:
+            params = {"id": client_id, "name": name, "cloud": cloud, "console_url": console_url}
+            if not conn.execute(Q["update_client"], params).rowcount:
+                return None
+            return Client(id=client_id, name=name, cloud=cloud, console_url=console_url)
+
+        return await self._run(tx)
+
+    async def create_user(
+        self, client_id: int, *, email: str, name: str, role: Role, now: float
+    ) -> User:
+        def tx(conn: sqlite3.Connection) -> User:
+            key = {"client_id": client_id, "email": email}
+            if conn.execute(Q["user_by_email"], key).fetchone() is not None:
+                raise Conflict(f"a user with email {email} already exists")
+            params = key | {"name": name, "role": role.value, "now": now}
+            user_id = _insert(conn, "insert_user", params)
+            return _user(conn, client_id, user_id)
+
+        return await self._run(tx)
+
+    async def list_users(self, client_id: int) -> list[User]:
+        def tx(conn: sqlite3.Connection) -> list[User]:
+            rows = conn.execute(Q["users_of_client"], {"client_id": client_id})
+            return [_user_from_row(row) for row in rows]
+
+        return await self._run(tx)
+
+    async def get_user(self, client_id: int, user_id: int) -> User | None:
+        def tx(conn: sqlite3.Connection) -> User | None:
+            row = conn.execute(Q["user_of_client"], {"id": user_id, "client_id": client_id})
+            found = row.fetchone()
+            return None if found is None else _user_from_row(found)
+
+        return await self._run(tx)
+
+    async def set_role(
+        self,
+        client_id: int,
+        user_id: int,
+        role: Role,
+        now: float,  # noqa: ARG002 - users keep no change time
+    ) -> User | None:
+        def tx(conn: sqlite3.Connection) -> User | None:
+            key = {"id": user_id, "client_id": client_id}
+            row = conn.execute(Q["user_of_client"], key).fetchone()
+            if row is None:
+                return None
+            if role is not Role.ADMINISTRATOR:
+                _keep_an_administrator(conn, _user_from_row(row))
+            conn.execute(Q["set_user_role"], key | {"role": role.value})
+            return _user(conn, client_id, user_id)
+
+        return await self._run(tx)
+
+    async def delete_user(
+        self,
+        client_id: int,
+        user_id: int,
+        now: float,  # noqa: ARG002 - deleted users leave no trace to date
+    ) -> User | None:
+        def tx(conn: sqlite3.Connection) -> User | None:
+            key = {"id": user_id, "client_id": client_id}
+            row = conn.execute(Q["user_of_client"], key).fetchone()
+            if row is None:
+                return None
+            user = _user_from_row(row)
+            _keep_an_administrator(conn, user)
+            conn.execute(Q["delete_tokens_of_user"], {"user_id": user_id})
+            conn.execute(Q["delete_user"], key)
+            return user
+
+        return await self._run(tx)
+
+    async def create_token(
+        self,
+        client_id: int,
+        user_id: int,
+        *,
+        name: str,
+        token_hash: str,
+        expires_at: float | None,
+        now: float,
+    ) -> Token | None:
+        def tx(conn: sqlite3.Connection) -> Token | None:
+            key = {"id": user_id, "client_id": client_id}
+            if conn.execute(Q["user_of_client"], key).fetchone() is None:
+                return None
+            if conn.execute(Q["token_by_hash"], {"token_hash": token_hash}).fetchone():
+                raise Conflict(_DIGEST_TAKEN)
+            params = {"user_id": user_id, "name": name, "token_hash": token_hash}
+            token_id = _insert(
+                conn, "insert_token", params | {"expires_at": expires_at, "now": now}
+            )
+            return _token(conn, client_id, token_id)
+
+        return await self._run(tx)
+
+    async def list_tokens(self, client_id: int) -> list[Token]:
+        def tx(conn: sqlite3.Connection) -> list[Token]:
+            rows = conn.execute(Q["tokens_of_client"], {"client_id": client_id})
+            return [Token(**dict(row)) for row in rows]
+
+        return await self._run(tx)
+
+    async def revoke_token(self, client_id: int, token_id: int, now: float) -> Token | None:
+        def tx(conn: sqlite3.Connection) -> Token | None:
+            key = {"id": token_id, "client_id": client_id}
+            if conn.execute(Q["token_of_client"], key).fetchone() is None:
+                return None
+            conn.execute(Q["revoke_token"], {"id": token_id, "now": now})
+            return _token(conn, client_id, token_id)
+
+        return await self._run(tx)
+
+    # applications and the denylist ----------------------------------------------
+
+    async def create_application(
+        self, client_id: int, *, name: str, now: float, application_id: int | None = None
+    ) -> Application:
+        def tx(conn: sqlite3.Connection) -> Application:
+            new_id = application_id
+            if new_id is None:
+                new_id = int(
+                    conn.execute(Q["next_application_id"], {"client_id": client_id}).fetchone()[0]
+                )
+            key = {"client_id": client_id, "id": new_id}
+            if conn.execute(Q["application_of_client"], key).fetchone() is not None:
+                raise Conflict(f"an application with id {new_id} already exists")
+            conn.execute(Q["insert_application"], key | {"name": name, "now": now})
+            return Application(
+                id=new_id, client_id=client_id, name=name, created_at=now, updated_at=now
+            )
+
+        return await self._run(tx)
+
+    async def list_applications(self, client_id: int) -> list[Application]:
+        def tx(conn: sqlite3.Connection) -> list[Application]:
+            rows = conn.execute(Q["applications_of_client"], {"client_id": client_id})
+            return [Application(**dict(row)) for row in rows]
+
+        return await self._run(tx)
+
+    async def get_application(self, client_id: int, application_id: int) -> Application | None:
+        def tx(conn: sqlite3.Connection) -> Application | None:
+            return _application(conn, client_id, application_id)
+
+        return await self._run(tx)
+
+    async def rename_application(
+        self, client_id: int, application_id: int, name: str, now: float
+    ) -> Application | None:
+        def tx(conn: sqlite3.Connection) -> Application | None:
+            params = {"client_id": client_id, "id": application_id, "name": name, "now": now}
+            if not conn.execute(Q["rename_application"], params).rowcount:
+                return None
+            return _application(conn, client_id, application_id)
+
+        return await self._run(tx)
+
+    async def delete_application(self, client_id: int, application_id: int) -> Application | None:
+        def tx(conn: sqlite3.Connection) -> Application | None:
+            found = _application(conn, client_id, application_id)
+            if found is not None:
+                conn.execute(Q["delete_application"], {"client_id": client_id, "id": found.id})
+            return found
+
+        return await self._run(tx)
+
+    async def add_denylist(
+        self,
+        client_id: int,
+        *,
+        ip: str,
+        reason: str,
+        application: int | None,
+        expire_at: float,
+        created_by: str,
+        now: float,
+    ) -> DenylistEntry:
+        def tx(conn: sqlite3.Connection) -> DenylistEntry:
+            key = {"client_id": client_id, "ip": ip, "application": application}
+            if conn.execute(Q["denylisted_already"], key | {"now": now}).fetchone() is not None:
+                raise Conflict(_denylisted_already(ip, application))
+            fields = key | {"reason": reason, "expire_at": expire_at, "created_by": created_by}
+            entry_id = _insert(conn, "insert_denylist", fields | {"now": now})
+            return DenylistEntry(id=entry_id, created_at=now, **fields)
+
+        return await self._run(tx)
+
+    async def list_denylist(self, client_id: int, now: float) -> list[DenylistEntry]:
+        def tx(conn: sqlite3.Connection) -> list[DenylistEntry]:
+            rows = conn.execute(Q["denylist_of_client"], {"client_id": client_id, "now": now})
+            return [DenylistEntry(**dict(row)) for row in rows]
+
+        return await self._run(tx)
+
+    async def remove_denylist(
+        self, client_id: int, entry_id: int, now: float
+    ) -> DenylistEntry | None:
+        def tx(conn: sqlite3.Connection) -> DenylistEntry | None:
+            key = {"id": entry_id, "client_id": client_id, "now": now}
+            row = conn.execute(Q["denylist_entry"], key).fetchone()
+            if row is None:
+                return None
+            conn.execute(Q["delete_denylist"], {"id": entry_id})
+            return DenylistEntry(**dict(row))
+
+        return await self._run(tx)
+
+    async def stats(self) -> StoreStats:
+        def tx(conn: sqlite3.Connection) -> StoreStats:
+            queued, waiting = conn.execute(Q["stats_queued"]).fetchone()
+            integrations = dict.fromkeys((status.value for status in IntegrationStatus), 0)
+            for row in conn.execute(Q["stats_integrations"]):
+                integrations[row["status"]] = row["n"]
+            return StoreStats(
+                queued_notifications=int(queued),
+                waiting_deliveries=int(waiting),
+                integrations=integrations,
+            )
 
         return await self._run(tx)
 
@@ -588,6 +835,50 @@ def _insert(conn: sqlite3.Connection, name: str, params: Mapping[str, Any]) -> i
     if cursor.lastrowid is None:
         raise StoreError(f"{name} inserted no row")
     return cursor.lastrowid
+
+
+def _user_from_row(row: sqlite3.Row) -> User:
+    return User(
+        id=row["id"],
+        client_id=row["client_id"],
+        email=row["email"],
+        name=row["name"],
+        role=Role(row["role"]),
+        created_at=row["created_at"],
+    )
+
+
+def _user(conn: sqlite3.Connection, client_id: int, user_id: int) -> User:
+    row = conn.execute(Q["user_of_client"], {"id": user_id, "client_id": client_id}).fetchone()
+    return _user_from_row(row)
+
+
+def _keep_an_administrator(conn: sqlite3.Connection, leaving: User) -> None:
+    """Conflict if `leaving` is its client's last administrator."""
+    if leaving.role is not Role.ADMINISTRATOR:
+        return
+    key = {"client_id": leaving.client_id, "id": leaving.id}
+    if not conn.execute(Q["other_administrators"], key).fetchone()[0]:
+        raise Conflict(_LAST_ADMINISTRATOR)
+
+
+def _token(conn: sqlite3.Connection, client_id: int, token_id: int) -> Token:
+    row = conn.execute(Q["token_of_client"], {"id": token_id, "client_id": client_id}).fetchone()
+    return Token(**dict(row))
+
+
+def _application(
+    conn: sqlite3.Connection, client_id: int, application_id: int
+) -> Application | None:
+    row = conn.execute(
+        Q["application_of_client"], {"client_id": client_id, "id": application_id}
+    ).fetchone()
+    return None if row is None else Application(**dict(row))
+
+
+def _denylisted_already(ip: str, application: int | None) -> str:
+    scope = "every application" if application is None else f"application {application}"
+    return f"{ip} is already denylisted for {scope}; remove that entry or wait until it expires"
 
 
 def _integration(

@@ -36,13 +36,13 @@ INSERT INTO clients (name, cloud, console_url, created_at) VALUES ($1, $2, $3, $
 
 -- name: insert_user
 INSERT INTO users (client_id, email, name, role, created_at) VALUES ($1, $2, $3, $4, $5)
-RETURNING id;
+RETURNING id, client_id, email, name, role, created_at;
 
 -- name: insert_token
 INSERT INTO tokens (user_id, token_hash, created_at) VALUES ($1, $2, $3);
 
 -- name: principal_by_token
-SELECT c.id, c.name, c.cloud, c.console_url, u.id, u.email, u.role
+SELECT c.id, c.name, c.cloud, c.console_url, u.id, u.email, u.role, t.id, u.name
 FROM tokens t JOIN users u ON u.id = t.user_id JOIN clients c ON c.id = u.client_id
 WHERE t.token_hash = ANY($1::text[]) AND t.revoked_at IS NULL
   AND (t.expires_at IS NULL OR t.expires_at > $2)
@@ -50,6 +50,120 @@ LIMIT 1;
 
 -- name: client_by_id
 SELECT id, name, cloud, console_url FROM clients WHERE id = $1;
+
+-- name: all_clients
+SELECT id, name, cloud, console_url FROM clients ORDER BY id;
+
+-- name: update_client
+UPDATE clients SET name = $2, cloud = $3, console_url = $4 WHERE id = $1
+RETURNING id, name, cloud, console_url;
+
+-- name: lock_client
+-- Orders a client's account changes that must see each other: the last administrator
+-- (set_role, delete_user), application ids (highest + 1) and unexpired denylist
+-- entries. NO KEY UPDATE leaves out the KEY SHARE locks that inserts referencing the
+-- client take, so ingestion and integration changes never wait for it.
+SELECT id FROM clients WHERE id = $1 FOR NO KEY UPDATE;
+
+-- name: users_of_client
+SELECT id, client_id, email, name, role, created_at FROM users WHERE client_id = $1
+ORDER BY id;
+
+-- name: user_by_id
+SELECT id, client_id, email, name, role, created_at FROM users
+WHERE id = $2 AND client_id = $1;
+
+-- name: count_administrators
+SELECT count(*) FROM users WHERE client_id = $1 AND role = 'administrator';
+
+-- name: set_role
+UPDATE users SET role = $3 WHERE id = $2 AND client_id = $1
+RETURNING id, client_id, email, name, role, created_at;
+
+-- name: delete_tokens_of_user
+DELETE FROM tokens WHERE user_id = $1;
+
+-- name: delete_user
+DELETE FROM users WHERE id = $2 AND client_id = $1;
+
+-- name: insert_named_token
+-- FOR KEY SHARE: a user deleted meanwhile is not found (rather than failing the insert).
+WITH holder AS (SELECT id FROM users WHERE id = $2 AND client_id = $1 FOR KEY SHARE)
+INSERT INTO tokens (user_id, name, token_hash, expires_at, created_at)
+SELECT holder.id, $3, $4, $5, $6 FROM holder
+RETURNING id, user_id, name, created_at, expires_at, revoked_at;
+
+-- name: tokens_of_client
+SELECT t.id, t.user_id, t.name, t.created_at, t.expires_at, t.revoked_at
+FROM tokens t JOIN users u ON u.id = t.user_id
+WHERE u.client_id = $1 ORDER BY t.id;
+
+-- name: revoke_token
+-- Revoking again keeps the first time.
+UPDATE tokens t SET revoked_at = coalesce(t.revoked_at, $3)
+FROM users u
+WHERE t.id = $2 AND u.id = t.user_id AND u.client_id = $1
+RETURNING t.id, t.user_id, t.name, t.created_at, t.expires_at, t.revoked_at;
+
+-- name: next_application_id
+SELECT coalesce(max(id), 0) + 1 FROM applications WHERE client_id = $1;
+
+-- name: insert_application
+INSERT INTO applications (client_id, id, name, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $4)
+RETURNING client_id, id, name, created_at, updated_at;
+
+-- name: applications_of_client
+SELECT client_id, id, name, created_at, updated_at FROM applications WHERE client_id = $1
+ORDER BY id;
+
+-- name: application_by_id
+SELECT client_id, id, name, created_at, updated_at FROM applications
+WHERE client_id = $1 AND id = $2;
+
+-- name: rename_application
+UPDATE applications SET name = $3, updated_at = $4 WHERE client_id = $1 AND id = $2
+RETURNING client_id, id, name, created_at, updated_at;
+
+-- name: delete_application
+DELETE FROM applications WHERE client_id = $1 AND id = $2
+RETURNING client_id, id, name, created_at, updated_at;
+
+-- name: unexpired_denylist_entry
+SELECT * FROM denylist
+WHERE client_id = $1 AND expire_at > $4 AND ip = $2 AND application IS NOT DISTINCT FROM $3
+ORDER BY id LIMIT 1;
+
+-- name: insert_denylist
+INSERT INTO denylist (client_id, ip, reason, application, created_at, expire_at, created_by)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+RETURNING *;
+
+-- name: denylist_of_client
+SELECT * FROM denylist WHERE client_id = $1 AND expire_at > $2 ORDER BY id;
+
+-- name: delete_denylist
+DELETE FROM denylist WHERE id = $2 AND client_id = $1 AND expire_at > $3
+RETURNING *;
+
+-- name: stats_queue
+-- Run in one read-only snapshot with stats_integrations.
+SELECT
+    (SELECT coalesce(sum(count), 0) FROM outbox)::bigint
+        + (SELECT coalesce(sum(notification_count), 0) FROM deliveries
+           WHERE status IN ('pending', 'retrying'))::bigint AS queued_notifications,
+    (SELECT count(*) FROM deliveries WHERE status IN ('pending', 'retrying'))
+        AS waiting_deliveries;
+
+-- name: stats_integrations
+-- The rule of Integration.status (models.py).
+SELECT CASE WHEN NOT enabled AND auto_disabled THEN 'auto_disabled'
+            WHEN NOT enabled THEN 'disabled'
+            WHEN last_error IS NOT NULL THEN 'failing'
+            ELSE 'active' END AS status,
+    count(*) AS count
+FROM integrations WHERE deleted_at IS NULL
+GROUP BY 1;
 
 -- name: insert_integration
 INSERT INTO integrations (client_id, settings, enabled, signing_secret, enabled_at, created_at,

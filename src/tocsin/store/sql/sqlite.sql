@@ -19,16 +19,122 @@ INSERT INTO clients (name, cloud, console_url, created_at) VALUES (:name, :cloud
 INSERT INTO users (client_id, email, name, role, created_at) VALUES (:client_id, :email, :name, :role, :now);
 
 -- name: insert_token
-INSERT INTO tokens (user_id, token_hash, created_at) VALUES (:user_id, :token_hash, :now);
+INSERT INTO tokens (user_id, name, token_hash, created_at, expires_at)
+VALUES (:user_id, :name, :token_hash, :now, :expires_at);
 
 -- name: principal_by_token
-SELECT c.id, c.name, c.cloud, c.console_url, u.id, u.email, u.role
+SELECT c.id, c.name, c.cloud, c.console_url, u.id, u.email, u.role, t.id, u.name
 FROM tokens t JOIN users u ON u.id = t.user_id JOIN clients c ON c.id = u.client_id
 WHERE t.token_hash IN (SELECT value FROM json_each(:token_hashes)) AND t.revoked_at IS NULL
   AND (t.expires_at IS NULL OR t.expires_at > :now);
 
 -- name: client_by_id
 SELECT id, name, cloud, console_url FROM clients WHERE id = :id;
+
+-- name: all_clients
+SELECT id, name, cloud, console_url FROM clients ORDER BY id;
+
+-- name: update_client
+UPDATE clients SET name = :name, cloud = :cloud, console_url = :console_url WHERE id = :id;
+
+-- name: user_by_email
+SELECT id FROM users WHERE client_id = :client_id AND email = :email;
+
+-- name: users_of_client
+SELECT id, client_id, email, name, role, created_at FROM users
+WHERE client_id = :client_id ORDER BY id;
+
+-- name: user_of_client
+SELECT id, client_id, email, name, role, created_at FROM users
+WHERE id = :id AND client_id = :client_id;
+
+-- name: other_administrators
+SELECT count(*) FROM users
+WHERE client_id = :client_id AND role = 'administrator' AND id != :id;
+
+-- name: set_user_role
+UPDATE users SET role = :role WHERE id = :id AND client_id = :client_id;
+
+-- name: delete_tokens_of_user
+DELETE FROM tokens WHERE user_id = :user_id;
+
+-- name: delete_user
+DELETE FROM users WHERE id = :id AND client_id = :client_id;
+
+-- name: token_by_hash
+SELECT id FROM tokens WHERE token_hash = :token_hash;
+
+-- name: tokens_of_client
+SELECT t.id, t.user_id, t.name, t.created_at, t.expires_at, t.revoked_at
+FROM tokens t JOIN users u ON u.id = t.user_id
+WHERE u.client_id = :client_id ORDER BY t.id;
+
+-- name: token_of_client
+SELECT t.id, t.user_id, t.name, t.created_at, t.expires_at, t.revoked_at
+FROM tokens t JOIN users u ON u.id = t.user_id
+WHERE t.id = :id AND u.client_id = :client_id;
+
+-- name: revoke_token
+-- Idempotent: a token revoked twice keeps the first time.
+UPDATE tokens SET revoked_at = coalesce(revoked_at, :now) WHERE id = :id;
+
+-- name: next_application_id
+SELECT coalesce(max(id), 0) + 1 FROM applications WHERE client_id = :client_id;
+
+-- name: insert_application
+INSERT INTO applications (client_id, id, name, created_at, updated_at)
+VALUES (:client_id, :id, :name, :now, :now);
+
+-- name: applications_of_client
+SELECT id, client_id, name, created_at, updated_at FROM applications
+WHERE client_id = :client_id ORDER BY id;
+
+-- name: application_of_client
+SELECT id, client_id, name, created_at, updated_at FROM applications
+WHERE client_id = :client_id AND id = :id;
+
+-- name: rename_application
+UPDATE applications SET name = :name, updated_at = :now WHERE client_id = :client_id AND id = :id;
+
+-- name: delete_application
+DELETE FROM applications WHERE client_id = :client_id AND id = :id;
+
+-- name: denylisted_already
+-- `IS` matches a NULL application (every application) to a NULL one.
+SELECT id FROM denylist
+WHERE client_id = :client_id AND ip = :ip AND application IS :application AND expire_at > :now;
+
+-- name: insert_denylist
+INSERT INTO denylist (client_id, ip, reason, application, created_at, expire_at, created_by)
+VALUES (:client_id, :ip, :reason, :application, :now, :expire_at, :created_by);
+
+-- name: denylist_of_client
+SELECT id, client_id, ip, reason, application, created_at, expire_at, created_by FROM denylist
+WHERE client_id = :client_id AND expire_at > :now ORDER BY id;
+
+-- name: denylist_entry
+SELECT id, client_id, ip, reason, application, created_at, expire_at, created_by FROM denylist
+WHERE id = :id AND client_id = :client_id AND expire_at > :now;
+
+-- name: delete_denylist
+DELETE FROM denylist WHERE id = :id;
+
+-- name: stats_queued
+SELECT
+    (SELECT coalesce(sum(count), 0) FROM outbox)
+    + (SELECT coalesce(sum(notification_count), 0) FROM deliveries
+       WHERE status IN ('pending', 'retrying')),
+    (SELECT count(*) FROM deliveries WHERE status IN ('pending', 'retrying'));
+
+-- name: stats_integrations
+-- The rule of Integration.status (models.py), without decrypting every row.
+SELECT CASE
+        WHEN NOT enabled AND auto_disabled THEN 'auto_disabled'
+        WHEN NOT enabled THEN 'disabled'
+        WHEN last_error IS NOT NULL THEN 'failing'
+        ELSE 'active'
+    END AS status, count(*) AS n
+FROM integrations WHERE deleted_at IS NULL GROUP BY 1;
 
 -- name: insert_integration
 INSERT INTO integrations (client_id, settings, enabled, signing_secret, enabled_at, created_at, updated_at)
