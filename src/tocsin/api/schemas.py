@@ -105,7 +105,9 @@ class IntegrationIn(BaseModel):
     request_timeout: Timeout = 15
     connection_timeout: Timeout = 20
     format: BodyFormat = BodyFormat.JSON_ARRAY
-    events: list[SubscribableEvent] = Field(default_factory=lambda: list[SubscribableEvent](["vuln"]))
+    events: list[SubscribableEvent] = Field(
+        default_factory=lambda: list[SubscribableEvent](["vuln"])
+    )
     vuln_risk_levels: list[RiskLevel] = Field(
         default_factory=lambda: [RiskLevel.HIGH, RiskLevel.MEDIUM, RiskLevel.LOW]
     )

@@ -370,9 +370,18 @@ class SqliteStore:
             key = {"client_id": client_id, "ip": ip, "application": application}
             if conn.execute(Q["denylisted_already"], key | {"now": now}).fetchone() is not None:
                 raise Conflict(_denylisted_already(ip, application))
-            fields = key | {"reason": reason, "expire_at": expire_at, "created_by": created_by}
-            entry_id = _insert(conn, "insert_denylist", fields | {"now": now})
-            return DenylistEntry(id=entry_id, created_at=now, **fields)
+            fields = {"reason": reason, "expire_at": expire_at, "created_by": created_by}
+            entry_id = _insert(conn, "insert_denylist", key | fields | {"now": now})
+            return DenylistEntry(
+                id=entry_id,
+                client_id=client_id,
+                ip=ip,
+                reason=reason,
+                application=application,
+                created_at=now,
+                expire_at=expire_at,
+                created_by=created_by,
+            )
 
         return await self._run(tx)
 
