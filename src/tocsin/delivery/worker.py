@@ -45,6 +45,7 @@ class Dispatcher:
         sender: Sender,
         settings: Settings,
         clock: Clock,
+        *,
         on_auto_disabled: OnAutoDisabled | None = None,
         metrics: Metrics | None = None,
     ) -> None:
