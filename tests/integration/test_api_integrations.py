@@ -513,7 +513,7 @@ async def test_disable_and_enable(tocsin: Running) -> None:
     disabled = (await tocsin.api.post(f"{where}/disable")).json()
     assert disabled["enabled"] is False
     assert disabled["status"] == "disabled"
-    assert disabled["status_reason"] == "disabled by admin@localhost"
+    assert disabled["status_reason"] == "disabled by Administrator <admin@localhost>"
     assert (await tocsin.api.get(where)).json()["status"] == "disabled"
     # Disabling keeps the settings.
     assert {key: disabled[key] for key in SPEC_FIELDS - {"enabled"}} == {
