@@ -296,10 +296,19 @@ async def _serve(settings: Settings) -> None:
 @_secret_key_option
 @_notification_options
 @_worker_options
+@_opt(
+    "--metrics-port",
+    "TOCSIN_METRICS_PORT",
+    default=None,
+    type=click.IntRange(1, 65535),
+    help="Serve GET /metrics (Prometheus) on this port (unset: no HTTP at all).",
+)
+@_opt("--metrics-host", "TOCSIN_METRICS_HOST", default="127.0.0.1", help="Address for /metrics.")
 def dispatch(**options: Any) -> None:
     """Run delivery workers only (no API), beside `serve`, on a shared PostgreSQL database."""
+    metrics_at = (options.pop("metrics_host"), options.pop("metrics_port"))
     settings = _guard(lambda: _dispatch_settings(options))
-    _guard(lambda: _run(_dispatch(settings)))
+    _guard(lambda: _run(_dispatch(settings, metrics_at)))
 
 
 def _dispatch_settings(options: dict[str, Any]) -> Settings:
@@ -311,21 +320,46 @@ def _dispatch_settings(options: dict[str, Any]) -> Settings:
     return _settings(options)
 
 
-async def _dispatch(settings: Settings) -> None:
+async def _dispatch(settings: Settings, metrics_at: tuple[str, int | None]) -> None:
     from tocsin.service import Tocsin  # noqa: PLC0415 - only the worker commands need it
     from tocsin.store.postgres import describe  # noqa: PLC0415
 
     vault = open_vault(settings.secret_key, settings.database_url)
     store = open_store(settings.database_url, vault=vault, max_batch=settings.max_batch)
     runtime = Tocsin(settings, store, vault=vault)
+    metrics_site = None
     try:
         await store.migrate()
         await runtime.dispatcher.start()
         where = describe(settings.database_url)
         click.echo(f"tocsin {__version__} dispatching from {where} (Ctrl-C to stop)", err=True)
+        host, port = metrics_at
+        if port is not None:
+            metrics_site = await _serve_metrics(runtime, host, port)
+            click.echo(f"metrics on http://{host}:{port}/metrics", err=True)
         await _until_signalled()
     finally:
+        if metrics_site is not None:
+            await metrics_site.cleanup()
         await runtime.stop()
+
+
+async def _serve_metrics(runtime: Any, host: str, port: int) -> Any:
+    """GET /metrics of a dispatch process: its own counters and the deployment's gauges."""
+    from aiohttp import web  # noqa: PLC0415 - only with --metrics-port
+
+    from tocsin.metrics import CONTENT_TYPE  # noqa: PLC0415
+
+    async def metrics(_: web.Request) -> web.Response:
+        body = runtime.metrics.render(await runtime.store.stats())
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
 
 
 async def _until_signalled() -> None:
