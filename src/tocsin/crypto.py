@@ -21,6 +21,7 @@ from tocsin.config import sqlite_path
 from tocsin.errors import ConfigError, TocsinError
 
 PREFIX = "enc:v1:"
+_MAX_DECRYPTED = 50_000  # ciphertexts remembered (two or three per integration)
 
 
 class DecryptionError(TocsinError):
@@ -41,6 +42,10 @@ class Vault:
                 "(make one with `tocsin generate-key`)"
             ) from exc
         self._mac_keys = [hashlib.sha256(b"tocsin-token-mac:" + key).digest() for key in keys]
+        # Stored ciphertext -> its text. Fernet draws a fresh IV for every encryption, so a
+        # ciphertext names one text for good; reading an integration on every claim and
+        # every ingestion then costs a dict lookup, not two AES + HMAC rounds.
+        self._decrypted: dict[str, str] = {}
 
     @classmethod
     def generate_key(cls) -> bytes:
@@ -50,6 +55,16 @@ class Vault:
         return PREFIX + self._fernet.encrypt(text.encode()).decode()
 
     def decrypt(self, stored: str) -> str:
+        known = self._decrypted.get(stored)
+        if known is not None:
+            return known
+        text = self._decrypt(stored)
+        if len(self._decrypted) >= _MAX_DECRYPTED:
+            self._decrypted = {}  # start afresh: a rebinding is safe from any thread
+        self._decrypted[stored] = text
+        return text
+
+    def _decrypt(self, stored: str) -> str:
         if not stored.startswith(PREFIX):
             raise DecryptionError("a stored secret is not encrypted")
         try:
