@@ -14,7 +14,13 @@ from typing import Any, TypeVar
 import click
 
 from tocsin import __version__
-from tocsin.config import DEFAULT_DATABASE_URL, Settings, parse_networks, sqlite_path
+from tocsin.config import (
+    DEFAULT_DATABASE_URL,
+    MIN_RETENTION_DAYS,
+    Settings,
+    parse_networks,
+    sqlite_path,
+)
 from tocsin.crypto import Vault, open_vault
 from tocsin.errors import ConfigError, TocsinError
 from tocsin.receiver import Received, Reply
@@ -165,7 +171,8 @@ _notification_options = _options(
     ),
 )
 
-# How much one worker takes on: the same for serve and dispatch.
+# How much one worker takes on, and how long what it did is kept: the same for serve and
+# dispatch.
 _worker_options = _options(
     _opt(
         "--max-batch",
@@ -187,6 +194,13 @@ _worker_options = _options(
         default=10.0,
         type=click.FloatRange(1, 600),
         help="Seconds.",
+    ),
+    _opt(
+        "--retention-days",
+        "TOCSIN_RETENTION_DAYS",
+        default=30.0,
+        type=click.FloatRange(MIN_RETENTION_DAYS),
+        help="Days the delivery log and events are kept, then pruned.",
     ),
 )
 

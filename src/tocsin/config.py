@@ -11,6 +11,7 @@ from tocsin.errors import ConfigError
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 DEFAULT_DATABASE_URL = "sqlite:///./tocsin.db"
+MIN_RETENTION_DAYS = 1.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -39,6 +40,15 @@ class Settings:
     sqlite_synchronous: str = "FULL"
     max_body_bytes: int = 10 * 1024 * 1024
     deliver: bool = True  # serve without delivery workers (PostgreSQL, `tocsin dispatch` delivers)
+    retention_days: float = 30.0  # the delivery log, events and expired denylist entries
+
+    def __post_init__(self) -> None:
+        # Shorter would prune attempts that the 12-hour auto-disable rule still counts.
+        if self.retention_days < MIN_RETENTION_DAYS:
+            raise ConfigError(
+                f"TOCSIN_RETENTION_DAYS must be at least {MIN_RETENTION_DAYS:g} "
+                f"(got {self.retention_days:g})"
+            )
 
     @property
     def effective_console_url(self) -> str:

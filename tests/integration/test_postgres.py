@@ -40,6 +40,7 @@ from tocsin.models import (
     IntegrationStatus,
 )
 from tocsin.service import Tocsin
+from tocsin.store import queries
 from tocsin.store.postgres import PostgresStore
 
 Pair = tuple[PostgresStore, PostgresStore]
@@ -253,7 +254,8 @@ async def test_two_processes_migrating_an_empty_database_at_once_apply_each_vers
         pair = await open_pair(url)
         try:
             applied = await asyncio.gather(pair[0].migrate(), pair[1].migrate())
-            assert sorted(applied) == [[], [1]]
+            every = [version for version, _ in queries.migrations("postgres")]
+            assert sorted(applied) == [[], every]
             assert await pair[0].migrate() == []
         finally:
             for store in pair:

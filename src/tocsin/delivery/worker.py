@@ -6,7 +6,9 @@ Three small loops share one process:
 - each `_deliver` task sends one request and queues its record;
 - `_record_loop` writes queued records in batches, one transaction per batch.
 On a store that hears other processes queue work (`Notifier`: PostgreSQL's
-LISTEN/NOTIFY), `_listen_loop` wakes the claim loop when they do.
+LISTEN/NOTIFY), `_listen_loop` wakes the claim loop when they do. A last loop,
+`retention.prune_loop`, prunes the delivery log past its retention in this process's
+turns (one process per turn, across processes).
 A slow integration only ever holds its own `max_in_flight` slots.
 """
 
@@ -20,7 +22,7 @@ import secrets
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 
-from tocsin import retry
+from tocsin import retention, retry
 from tocsin.clock import Clock
 from tocsin.config import Settings
 from tocsin.delivery.sender import Sender
@@ -78,6 +80,13 @@ class Dispatcher:
         if isinstance(self._store, Notifier):
             listen = self._listen_loop(self._store)
             self._loops.append(asyncio.create_task(listen, name="tocsin-listen"))
+        prune = retention.prune_loop(
+            self._store,
+            self._clock,
+            owner=self._owner,
+            retention_days=self._settings.retention_days,
+        )
+        self._loops.append(asyncio.create_task(prune, name="tocsin-prune"))
 
     async def stop(self) -> None:
         """Stop claiming, let requests in flight finish briefly, write their records."""

@@ -5,7 +5,16 @@ from __future__ import annotations
 from tocsin.config import sqlite_path
 from tocsin.crypto import Vault
 from tocsin.errors import ConfigError
-from tocsin.store.base import AutoDisabled, Bootstrap, ClaimLimits, Notifier, Store, StoreStats
+from tocsin.store.base import (
+    AutoDisabled,
+    Bootstrap,
+    ClaimLimits,
+    Notifier,
+    Pruned,
+    Store,
+    StoreStats,
+    Turn,
+)
 from tocsin.store.memory import MemoryStore
 
 __all__ = [
@@ -14,8 +23,10 @@ __all__ = [
     "ClaimLimits",
     "MemoryStore",
     "Notifier",
+    "Pruned",
     "Store",
     "StoreStats",
+    "Turn",
     "is_postgres",
     "open_store",
 ]

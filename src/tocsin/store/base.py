@@ -136,6 +136,59 @@ class StoreStats:
     integrations: Mapping[str, int]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Turn:
+    """A process asking for the turn of a task that must run once across processes.
+
+    Periodic tasks (pruning the delivery log; trigger evaluation will be another) run in
+    one process per turn, whichever processes are up. The first process to ask after
+    the last turn ended takes the next, for `length` seconds: until then only `owner`
+    runs the task and every other process is told no. The stores keep each task's turn
+    in the `maintenance` table and take it in the transaction that does the work
+    (PostgreSQL: the task's row FOR UPDATE SKIP LOCKED), so a process that dies midway
+    leaves nothing half-done and its turn ends on time.
+    """
+
+    owner: str
+    length: float
+
+
+def next_turn(holder: str | None, ends_at: float, turn: Turn, now: float) -> float | None:
+    """When the asker's turn ends, or None while another process's turn lasts (pure).
+
+    `holder` and `ends_at` are the task's current turn. One that has ended goes to the
+    asker, afresh; one that lasts stays with its holder, who may go on working in it.
+    """
+    if ends_at <= now:
+        return now + turn.length
+    return ends_at if holder == turn.owner else None
+
+
+PRUNE_TASK = "prune"  # the maintenance row of delivery-log retention
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pruned:
+    """Rows one prune call deleted. `events` counts stored rows (groups of events)."""
+
+    deliveries: int = 0
+    attempts: int = 0
+    events: int = 0
+    denylist: int = 0
+
+    @property
+    def rows(self) -> int:
+        return self.deliveries + self.attempts + self.events + self.denylist
+
+    def __add__(self, other: Pruned) -> Pruned:
+        return Pruned(
+            deliveries=self.deliveries + other.deliveries,
+            attempts=self.attempts + other.attempts,
+            events=self.events + other.events,
+            denylist=self.denylist + other.denylist,
+        )
+
+
 @runtime_checkable
 class Notifier(Protocol):
     """A store that hears when another process queues work (PostgreSQL's LISTEN/NOTIFY)."""
@@ -350,4 +403,17 @@ class Store(Protocol):
 
     async def resend(self, client_id: int, delivery_id: int, now: float) -> Delivery:
         """Queue a failed or cancelled delivery again (NotFound / Conflict otherwise)."""
+        ...
+
+    # retention
+    async def prune(self, before: float, now: float, *, limit: int, turn: Turn) -> Pruned | None:
+        """Delete what retention no longer keeps, in `turn` of the prune task.
+
+        Goes: finished deliveries (delivered, failed, cancelled) last changed before
+        `before`, with their attempts; events stored before it that no queued
+        notification needs; denylist entries that expired before it. Waiting work
+        (outbox rows, pending and retrying deliveries) stays whatever its age. At most
+        `limit` deliveries, events and denylist entries each per call: the caller calls
+        again while something went. None, deleting nothing, in another process's turn.
+        """
         ...

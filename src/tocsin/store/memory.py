@@ -9,6 +9,7 @@ suite against both.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
@@ -34,16 +35,21 @@ from tocsin.models import (
 )
 from tocsin.store import grouping
 from tocsin.store.base import (
+    PRUNE_TASK,
     AutoDisabled,
     Bootstrap,
     ClaimLimits,
     ClaimSlots,
+    Pruned,
     StoreStats,
+    Turn,
     claim_queued,
     lease_seconds,
+    next_turn,
 )
 
 _WAITING = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
+_FINISHED = (DeliveryStatus.DELIVERED, DeliveryStatus.FAILED, DeliveryStatus.CANCELLED)
 _LAST_ADMINISTRATOR = (
     "the client must keep an administrator: make another user an administrator first"
 )
@@ -52,10 +58,19 @@ _DIGEST_TAKEN = "a token with this digest already exists; generate another token
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Event:
+    """A row of the events table: one group of events (store/grouping.py)."""
+
     id: int
     client_id: int
-    event: NewEvent
     created_at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Queued:
+    """An outbox row: an event group's notifications, waiting for one integration."""
+
+    event_id: int
+    notifications: tuple[bytes, ...]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -128,11 +143,12 @@ class MemoryStore:
         self._denylist: dict[int, DenylistEntry] = {}
         self._integrations: dict[int, Integration] = {}
         self._deleted: set[int] = set()
-        self._events: list[_Event] = []
-        self._outbox: dict[int, list[tuple[bytes, ...]]] = {}  # groups of notifications
+        self._events: dict[int, _Event] = {}
+        self._outbox: dict[int, list[_Queued]] = {}  # integration id -> its queue
         self._sampler = sampling.Sampler()
         self._deliveries: dict[int, _DeliveryRow] = {}
         self._attempts: list[_AttemptRow] = []
+        self._turns: dict[str, tuple[str | None, float]] = {}  # task -> holder, ends_at
 
     def _next_id(self, table: str) -> int:
         return next(self._ids.setdefault(table, itertools.count(1)))
@@ -424,7 +440,7 @@ class MemoryStore:
 
     async def stats(self) -> StoreStats:
         waiting = [row for row in self._deliveries.values() if row.status in _WAITING]
-        queued = sum(len(group) for groups in self._outbox.values() for group in groups)
+        queued = sum(len(q.notifications) for queue in self._outbox.values() for q in queue)
         integrations = dict.fromkeys(IntegrationStatus, 0)
         for integration in self._integrations.values():
             if integration.id not in self._deleted:
@@ -572,29 +588,28 @@ class MemoryStore:
         return 0  # nothing is kept at rest
 
     async def queued_notifications(self, integration_id: int) -> int:
-        return sum(len(group) for group in self._outbox.get(integration_id, ()))
+        return sum(len(queued.notifications) for queued in self._outbox.get(integration_id, ()))
 
     # ingestion ----------------------------------------------------------------
 
     async def ingest(self, client_id: int, events: Sequence[NewEvent], now: float) -> int:
         integrations = [found for found in self._of_client(client_id) if found.settings.enabled]
-        for event in events:
-            self._events.append(
-                _Event(id=self._next_id("events"), client_id=client_id, event=event, created_at=now)
-            )
         notify = [
             event.notify
             and (event.sample_key is None or self._sampler.admit(client_id, event.sample_key, now))
             for event in events
         ]
         for found in grouping.group(events, notify, self._max_batch):
+            stored = _Event(id=self._next_id("events"), client_id=client_id, created_at=now)
+            self._events[stored.id] = stored
             if not found.notify:
                 continue
+            queued = _Queued(event_id=stored.id, notifications=found.notifications)
             for integration in integrations:
                 if integration.id != found.skip_integration and integration.wants(
                     found.type, found.risk
                 ):
-                    self._outbox.setdefault(integration.id, []).append(found.notifications)
+                    self._outbox.setdefault(integration.id, []).append(queued)
         return len(events)
 
     # delivery -------------------------------------------------------------------
@@ -663,7 +678,7 @@ class MemoryStore:
         """Move up to one batch of the integration's queued notifications into a new delivery."""
         queued = self._outbox.pop(integration.id, [])
         size = self._max_batch
-        fit = grouping.fitting([len(group) for group in queued], size)
+        fit = grouping.fitting([len(group.notifications) for group in queued], size)
         groups, rest = queued[:fit], queued[fit:]
         if rest:
             self._outbox[integration.id] = rest
@@ -675,9 +690,10 @@ class MemoryStore:
             integration_id=integration.id,
             client_id=integration.client_id,
             status=status,
-            notification_count=sum(len(group) for group in groups),
+            notification_count=sum(len(group.notifications) for group in groups),
             body=grouping.body(
-                [b"\n".join(group) for group in groups], integration.settings.format
+                [b"\n".join(group.notifications) for group in groups],
+                integration.settings.format,
             ),
             next_attempt_at=now if status is DeliveryStatus.PENDING else None,
             lease_owner=lease[0] if lease else None,
@@ -811,6 +827,61 @@ class MemoryStore:
     def _with_attempts(self, row: _DeliveryRow) -> Delivery:
         attempts = [a.attempt for a in self._attempts if a.delivery_id == row.id]
         return row.record(sorted(attempts, key=lambda attempt: attempt.number))
+
+    # retention ------------------------------------------------------------------
+
+    async def prune(self, before: float, now: float, *, limit: int, turn: Turn) -> Pruned | None:
+        holder, ends_at = self._turns.get(PRUNE_TASK, (None, -math.inf))
+        mine_until = next_turn(holder, ends_at, turn, now)
+        if mine_until is None:
+            return None
+        self._turns[PRUNE_TASK] = (turn.owner, mine_until)
+        deliveries, attempts = self._prune_deliveries(before, limit)
+        return Pruned(
+            deliveries=deliveries,
+            attempts=attempts,
+            events=self._prune_events(before, limit),
+            denylist=self._prune_denylist(before, limit),
+        )
+
+    def _prune_deliveries(self, before: float, limit: int) -> tuple[int, int]:
+        old = sorted(
+            (
+                row
+                for row in self._deliveries.values()
+                if row.status in _FINISHED and row.updated_at < before
+            ),
+            key=lambda row: (row.updated_at, row.id),
+        )[:limit]
+        gone = {row.id for row in old}
+        for delivery_id in gone:
+            del self._deliveries[delivery_id]
+        kept = [row for row in self._attempts if row.delivery_id not in gone]
+        pruned = len(self._attempts) - len(kept)
+        self._attempts = kept
+        return len(gone), pruned
+
+    def _prune_events(self, before: float, limit: int) -> int:
+        queued = {q.event_id for queue in self._outbox.values() for q in queue}
+        old = [
+            found.id
+            for found in sorted(
+                self._events.values(), key=lambda found: (found.created_at, found.id)
+            )
+            if found.created_at < before and found.id not in queued
+        ][:limit]
+        for event_id in old:
+            del self._events[event_id]
+        return len(old)
+
+    def _prune_denylist(self, before: float, limit: int) -> int:
+        old = sorted(
+            (entry for entry in self._denylist.values() if entry.expire_at < before),
+            key=lambda entry: entry.expire_at,
+        )[:limit]
+        for entry in old:
+            del self._denylist[entry.id]
+        return len(old)
 
 
 def _denylisted_already(ip: str, application: int | None) -> str:

@@ -15,6 +15,9 @@ processes stay out of each other's way (the SQL is in `sql/postgres.sql`):
   the first 5 identical hits per hour notify once in total whichever process takes them.
 - Ingestion sends `NOTIFY tocsin_work` on commit; `wait_for_work` listens on a
   dedicated connection, so a dispatcher in another process wakes within milliseconds.
+- Periodic tasks that must run once across processes (pruning the delivery log, and
+  later trigger evaluation) take their turn with `_take_turn`: the task's row in
+  `maintenance`, locked FOR UPDATE SKIP LOCKED in the transaction that does the work.
 - Account changes whose check reads other rows (the last administrator, the next
   application id, an unexpired denylist entry) first lock the client's row, so the
   check and the change of one transaction are never interleaved with another's.
@@ -58,12 +61,16 @@ from tocsin.models import (
 )
 from tocsin.store import codec, grouping, queries
 from tocsin.store.base import (
+    PRUNE_TASK,
     AutoDisabled,
     Bootstrap,
     ClaimLimits,
     ClaimSlots,
+    Pruned,
     StoreStats,
+    Turn,
     lease_seconds,
+    next_turn,
 )
 
 if TYPE_CHECKING:
@@ -831,8 +838,42 @@ class PostgresStore:
 
         return await self._tx(tx)
 
+    # retention ------------------------------------------------------------------
+
+    async def prune(self, before: float, now: float, *, limit: int, turn: Turn) -> Pruned | None:
+        async def tx(conn: Conn) -> Pruned | None:
+            if not await _take_turn(conn, PRUNE_TASK, turn, now):
+                return None
+            gone = _one(await conn.fetchrow(Q["prune_deliveries"], before, limit))
+            return Pruned(
+                deliveries=gone["deliveries"],
+                attempts=gone["attempts"],
+                events=await conn.fetchval(Q["prune_events"], before, limit),
+                denylist=await conn.fetchval(Q["prune_denylist"], before, limit),
+            )
+
+        return await self._tx(tx)
+
 
 # helpers ----------------------------------------------------------------------
+
+
+async def _take_turn(conn: Conn, task: str, turn: Turn, now: float) -> bool:
+    """Whether this transaction may do `task` now: `turn.owner`'s turn, taken if free.
+
+    The task's row stays locked until the transaction ends, so the turn is taken and the
+    work done (or both undone) together; a process that finds the row locked is told no
+    at once, without waiting.
+    """
+    row = await conn.fetchrow(Q["turn_of_task"], task)
+    if row is None:
+        return False  # another process holds the row: the task is being done
+    ends_at = next_turn(row["holder"], row["ends_at"], turn, now)
+    if ends_at is None:
+        return False
+    if ends_at != row["ends_at"]:
+        await conn.execute(Q["start_turn"], task, turn.owner, now, ends_at)
+    return True
 
 
 def describe(dsn: str) -> str:

@@ -37,13 +37,17 @@ from tocsin.models import (
 )
 from tocsin.store import codec, grouping, queries
 from tocsin.store.base import (
+    PRUNE_TASK,
     AutoDisabled,
     Bootstrap,
     ClaimLimits,
     ClaimSlots,
+    Pruned,
     StoreStats,
+    Turn,
     claim_queued,
     lease_seconds,
+    next_turn,
 )
 
 T = TypeVar("T")
@@ -804,8 +808,43 @@ class SqliteStore:
 
         return await self._run(tx)
 
+    # retention ------------------------------------------------------------------
+
+    async def prune(self, before: float, now: float, *, limit: int, turn: Turn) -> Pruned | None:
+        def tx(conn: sqlite3.Connection) -> Pruned | None:
+            if not _take_turn(conn, PRUNE_TASK, turn, now):
+                return None
+            params = {"before": before, "limit": limit}
+            old = json.dumps([row[0] for row in conn.execute(Q["old_deliveries"], params)])
+            attempts = conn.execute(Q["delete_attempts_of_deliveries"], {"ids": old}).rowcount
+            return Pruned(
+                deliveries=conn.execute(Q["delete_deliveries"], {"ids": old}).rowcount,
+                attempts=attempts,
+                events=conn.execute(Q["prune_events"], params).rowcount,
+                denylist=conn.execute(Q["prune_denylist"], params).rowcount,
+            )
+
+        return await self._run(tx)
+
 
 # helpers (run on the store thread) ---------------------------------------------
+
+
+def _take_turn(conn: sqlite3.Connection, task: str, turn: Turn, now: float) -> bool:
+    """Whether this is `turn.owner`'s turn of `task`, taking a new turn if the last one ended.
+
+    The write lock is ours (BEGIN IMMEDIATE): no other process can take the turn meanwhile.
+    """
+    row = conn.execute(Q["turn_of_task"], {"task": task}).fetchone()
+    if row is None:
+        raise StoreError(f"no maintenance row for task {task!r}: is the schema migrated?")
+    ends_at = next_turn(row["holder"], row["ends_at"], turn, now)
+    if ends_at is None:
+        return False
+    if ends_at != row["ends_at"]:
+        params = {"task": task, "holder": turn.owner, "now": now, "ends_at": ends_at}
+        conn.execute(Q["start_turn"], params)
+    return True
 
 
 def _migrate(conn: sqlite3.Connection) -> list[int]:

@@ -395,3 +395,56 @@ FOR UPDATE;
 -- name: store_integration_secrets
 UPDATE integrations SET settings = $2, signing_secret = $3, previous_signing_secret = $4
 WHERE id = $1;
+
+-- name: turn_of_task
+-- A periodic task's turn, locked for this transaction. No row while another process's
+-- transaction holds it: that process is doing the task right now, so this one does not.
+SELECT holder, ends_at FROM maintenance WHERE task = $1 FOR UPDATE SKIP LOCKED;
+
+-- name: start_turn
+UPDATE maintenance SET holder = $2, started_at = $3, ends_at = $4 WHERE task = $1;
+
+-- name: prune_deliveries
+-- Finished deliveries last changed before $1, oldest first (the partial index
+-- deliveries_finished), with their attempts (attempts_delivery). A row another
+-- transaction holds, such as a re-send, is skipped rather than waited for. The ids go
+-- through ARRAY(...): deleting `id = ANY (ids)` looks each one up in its index, where
+-- a join with the batch could be planned as a scan of the whole table.
+WITH old AS (
+    SELECT id FROM deliveries
+    WHERE status IN ('delivered', 'failed', 'cancelled') AND updated_at < $1
+    ORDER BY updated_at LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), deliveries_gone AS (
+    DELETE FROM deliveries WHERE id = ANY (ARRAY(SELECT id FROM old)) RETURNING id
+), attempts_gone AS (
+    DELETE FROM attempts WHERE delivery_id = ANY (ARRAY(SELECT id FROM deliveries_gone))
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM deliveries_gone) AS deliveries,
+    (SELECT count(*) FROM attempts_gone) AS attempts;
+
+-- name: prune_events
+-- Events stored before $1, oldest first (events_created). One that an outbox row still
+-- refers to is queued work and stays. NOT IN, not NOT EXISTS: the outbox (a queue,
+-- nearly always small) is hashed once and each event checked as the index walk goes,
+-- which stops after $2 events; an anti join would read every old event, then sort.
+WITH gone AS (
+    DELETE FROM events WHERE id = ANY (ARRAY(
+        SELECT id FROM events
+        WHERE created_at < $1 AND id NOT IN (SELECT event_id FROM outbox)
+        ORDER BY created_at LIMIT $2
+    ))
+    RETURNING id
+)
+SELECT count(*) FROM gone;
+
+-- name: prune_denylist
+-- Entries that expired before $1 (denylist_expire); unexpired ones are never touched.
+WITH gone AS (
+    DELETE FROM denylist WHERE id = ANY (ARRAY(
+        SELECT id FROM denylist WHERE expire_at < $1 ORDER BY expire_at LIMIT $2
+    ))
+    RETURNING id
+)
+SELECT count(*) FROM gone;

@@ -293,3 +293,36 @@ SELECT id, settings, signing_secret, previous_signing_secret FROM integrations;
 UPDATE integrations SET settings = :settings, signing_secret = :signing_secret,
     previous_signing_secret = :previous
 WHERE id = :id;
+
+-- name: turn_of_task
+SELECT holder, ends_at FROM maintenance WHERE task = :task;
+
+-- name: start_turn
+UPDATE maintenance SET holder = :holder, started_at = :now, ends_at = :ends_at
+WHERE task = :task;
+
+-- name: old_deliveries
+-- The same status list as the partial index deliveries_finished, which SQLite then uses.
+SELECT id FROM deliveries
+WHERE status IN ('delivered', 'failed', 'cancelled') AND updated_at < :before
+ORDER BY updated_at LIMIT :limit;
+
+-- name: delete_attempts_of_deliveries
+DELETE FROM attempts WHERE delivery_id IN (SELECT value FROM json_each(:ids));
+
+-- name: delete_deliveries
+DELETE FROM deliveries WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- name: prune_events
+-- An event that an outbox row still refers to is queued work: it stays. NOT IN reads
+-- the outbox (a queue, nearly always small) once, not once per event.
+DELETE FROM events WHERE id IN (
+    SELECT id FROM events
+    WHERE created_at < :before AND id NOT IN (SELECT event_id FROM outbox)
+    ORDER BY created_at LIMIT :limit
+);
+
+-- name: prune_denylist
+DELETE FROM denylist WHERE id IN (
+    SELECT id FROM denylist WHERE expire_at < :before ORDER BY expire_at LIMIT :limit
+);
