@@ -93,6 +93,7 @@ class Principal:
     role: Role
     token_id: int = 0
     name: str = ""
+    token_expires_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

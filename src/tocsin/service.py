@@ -15,9 +15,44 @@ from tocsin.crypto import Vault
 from tocsin.delivery import Dispatcher, Sender, guard
 from tocsin.errors import TargetRefused
 from tocsin.metrics import Metrics
-from tocsin.models import Client, Integration, NewEvent
+from tocsin.models import Client, Integration, NewEvent, Principal
 from tocsin.ratelimit import RateLimiter
 from tocsin.store import AutoDisabled, Bootstrap, Store
+
+
+class PrincipalCache:
+    """Who holds a token, remembered for `ttl` seconds so that a sensor's every request
+    does not wait on a database round trip to authenticate.
+
+    Any change to users, tokens or clients in this process clears it, so there it takes
+    effect at once; a change made by another process sharing PostgreSQL takes effect here
+    within `ttl`.
+    """
+
+    def __init__(self, ttl: float, capacity: int = 10_000) -> None:
+        self.ttl = ttl
+        self._capacity = capacity
+        self._known: dict[str, tuple[Principal, float]] = {}
+
+    def get(self, digest: str, now: float) -> Principal | None:
+        found = self._known.get(digest)
+        if found is None:
+            return None
+        principal, seen_at = found
+        expires_at = principal.token_expires_at
+        if not seen_at <= now < seen_at + self.ttl or (
+            expires_at is not None and now >= expires_at
+        ):
+            return None
+        return principal
+
+    def put(self, digest: str, principal: Principal, now: float) -> None:
+        if len(self._known) >= self._capacity:
+            self._known = {}
+        self._known[digest] = (principal, now)
+
+    def clear(self) -> None:
+        self._known = {}
 
 
 class Tocsin:
@@ -38,6 +73,7 @@ class Tocsin:
         self.clock = clock or SystemClock()
         self.sender = sender or Sender(allowed_networks=settings.allowed_networks, clock=self.clock)
         self.metrics = Metrics()
+        self.principals = PrincipalCache(ttl=1.0)
         self.ingest_limiter = RateLimiter(settings.ingest_rate, settings.ingest_burst)
         self.dispatcher = Dispatcher(
             store,

@@ -78,6 +78,7 @@ async def change(client_id: int, body: ClientChange, runtime: Service) -> Client
         cloud=body.cloud if body.cloud is not None else current.cloud,
         console_url=body.console_url if body.console_url is not None else current.console_url,
     )
+    runtime.principals.clear()  # a caller's client (its name, cloud, console URL) changed
     if updated is None:
         raise NotFound(f"client {client_id} not found")
     return ClientOut.of(updated)

@@ -38,9 +38,14 @@ async def principal(
     if credentials is None:
         raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>")
     digests = runtime.vault.token_digests(credentials.credentials)
-    found = await runtime.store.principal(digests, runtime.clock.now())
+    now = runtime.clock.now()
+    cache = runtime.principals
+    found = cache.get(digests[0], now)
     if found is None:
-        raise ApiError(401, "unauthorized", "the token is unknown, expired or revoked")
+        found = await runtime.store.principal(digests, now)
+        if found is None:
+            raise ApiError(401, "unauthorized", "the token is unknown, expired or revoked")
+        cache.put(digests[0], found, now)
     return found
 
 

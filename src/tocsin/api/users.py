@@ -50,6 +50,7 @@ async def change_role(user_id: int, body: UserChange, runtime: Service, caller: 
     before = await _user(runtime, caller, user_id)
     now = runtime.clock.now()
     after = await runtime.store.set_role(caller.client.id, user_id, body.role, now)
+    runtime.principals.clear()
     if after is None:
         raise NotFound(f"user {user_id} not found")
     if after.role != before.role:
@@ -69,6 +70,7 @@ async def change_role(user_id: int, body: UserChange, runtime: Service, caller: 
 async def delete_user(user_id: int, runtime: Service, caller: Manager) -> Response:
     now = runtime.clock.now()
     deleted = await runtime.store.delete_user(caller.client.id, user_id, now)
+    runtime.principals.clear()
     if deleted is None:
         raise NotFound(f"user {user_id} not found")
     settings = runtime.notify_settings(caller.client)
@@ -106,6 +108,8 @@ async def list_tokens(runtime: Service, caller: Manager) -> list[TokenOut]:
 
 @tokens.delete("/{token_id}", status_code=204)
 async def revoke_token(token_id: int, runtime: Service, caller: Manager) -> Response:
-    if await runtime.store.revoke_token(caller.client.id, token_id, runtime.clock.now()) is None:
+    revoked = await runtime.store.revoke_token(caller.client.id, token_id, runtime.clock.now())
+    runtime.principals.clear()
+    if revoked is None:
         raise NotFound(f"token {token_id} not found")
     return Response(status_code=204)

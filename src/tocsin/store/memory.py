@@ -194,6 +194,7 @@ class MemoryStore:
             role=user.role,
             token_id=token.id,
             name=user.name,
+            token_expires_at=token.expires_at,
         )
 
     async def get_client(self, client_id: int) -> Client | None:

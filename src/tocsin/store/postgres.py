@@ -225,6 +225,7 @@ class PostgresStore:
                 role=Role(row[6]),
                 token_id=row[7],
                 name=row[8],
+                token_expires_at=row[9],
             )
 
         return await self._tx(tx)

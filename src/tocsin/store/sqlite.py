@@ -162,6 +162,7 @@ class SqliteStore:
                 role=Role(row[6]),
                 token_id=row[7],
                 name=row[8],
+                token_expires_at=row[9],
             )
 
         return await self._run(tx)

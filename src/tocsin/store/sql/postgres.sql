@@ -42,7 +42,7 @@ RETURNING id, client_id, email, name, role, created_at;
 INSERT INTO tokens (user_id, token_hash, created_at) VALUES ($1, $2, $3);
 
 -- name: principal_by_token
-SELECT c.id, c.name, c.cloud, c.console_url, u.id, u.email, u.role, t.id, u.name
+SELECT c.id, c.name, c.cloud, c.console_url, u.id, u.email, u.role, t.id, u.name, t.expires_at
 FROM tokens t JOIN users u ON u.id = t.user_id JOIN clients c ON c.id = u.client_id
 WHERE t.token_hash = ANY($1::text[]) AND t.revoked_at IS NULL
   AND (t.expires_at IS NULL OR t.expires_at > $2)

@@ -23,7 +23,7 @@ INSERT INTO tokens (user_id, name, token_hash, created_at, expires_at)
 VALUES (:user_id, :name, :token_hash, :now, :expires_at);
 
 -- name: principal_by_token
-SELECT c.id, c.name, c.cloud, c.console_url, u.id, u.email, u.role, t.id, u.name
+SELECT c.id, c.name, c.cloud, c.console_url, u.id, u.email, u.role, t.id, u.name, t.expires_at
 FROM tokens t JOIN users u ON u.id = t.user_id JOIN clients c ON c.id = u.client_id
 WHERE t.token_hash IN (SELECT value FROM json_each(:token_hashes)) AND t.revoked_at IS NULL
   AND (t.expires_at IS NULL OR t.expires_at > :now);
