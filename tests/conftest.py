@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 
 from tests import pg
 from tocsin.api import create_app
+from tocsin.clock import Clock
 from tocsin.config import Settings
 from tocsin.crypto import Vault
 from tocsin.receiver import Received, Receiver, Respond, always_ok
@@ -164,6 +166,21 @@ class Running:
 StartTocsin = Callable[..., Awaitable[Running]]
 
 
+class ShiftedClock:
+    """The real clock, moved forward by hand (`start_tocsin(clock=...)`): expiry without
+    sleeping. Keep shifts under Standard Webhooks' 5-minute timestamp tolerance where a
+    receiver verifies deliveries."""
+
+    def __init__(self) -> None:
+        self.shift = 0.0
+
+    def now(self) -> float:
+        return time.time() + self.shift
+
+    def advance(self, seconds: float) -> None:
+        self.shift += seconds
+
+
 STORE_KINDS = ("sqlite", "postgres")
 
 
@@ -180,6 +197,8 @@ async def start_tocsin(
     """Start a tocsin on a fresh database of `store_kind`; stopped (and dropped) after the test.
 
     Every start in one test uses the same database, as a restarted process would.
+    `start(clock=...)` gives the service a clock of the test's (a ShiftedClock); keyword
+    arguments override the settings (`make_settings`).
     """
     running: list[tuple[Tocsin, httpx.AsyncClient]] = []
     databases = contextlib.AsyncExitStack()
@@ -199,7 +218,7 @@ async def start_tocsin(
             if isinstance(item, dict) and isinstance(item.get("signing_secret"), str)
         )
 
-    async def start(**overrides: Any) -> Running:
+    async def start(*, clock: Clock | None = None, **overrides: Any) -> Running:
         vault = Vault(keys)
         store: SqliteStore | PostgresStore
         if store_kind == "postgres":
@@ -214,7 +233,7 @@ async def start_tocsin(
             store = SqliteStore(
                 Path(database), vault=vault, synchronous="NORMAL", max_batch=settings.max_batch
             )
-        runtime = Tocsin(settings, store, vault=vault)
+        runtime = Tocsin(settings, store, vault=vault, clock=clock)
         await runtime.start()
         transport = httpx.ASGITransport(app=create_app(runtime))
         api = httpx.AsyncClient(

@@ -104,7 +104,10 @@ async def metrics(runtime: Service) -> Response:
     return Response(runtime.metrics.render(stats), media_type=CONTENT_TYPE)
 
 
-@health.get("/readyz")
+@health.get(
+    "/readyz",
+    responses={503: {"description": "The database does not answer or delivery is not running."}},
+)
 async def readyz(runtime: Service) -> JSONResponse:
     """The database answers and the delivery workers run."""
     problems = []

@@ -483,6 +483,10 @@ def _single_address(value: str) -> str:
         address = ipaddress.ip_address(value.strip())
     except ValueError as exc:
         raise ValueError("must be one IPv4 or IPv6 address such as 203.0.113.7") from exc
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+        # `fe80::1%eth0`: the zone names an interface of the sensor, and is free text
+        # (spaces, bidirectional controls) that would be stored and shown as the address.
+        raise ValueError("must be an address without a zone (%interface)")
     return address.compressed
 
 
