@@ -11,9 +11,10 @@ so no generated host name is ever looked up (a `url` that is not a string fails
 validation before tocsin reads it). Deliveries go only to saved integrations, whose
 URLs all came through the same replacement or from `seed`.
 
-The database is seeded with one object of each kind, and path ids are drawn from those
+The database is seeded with two objects of each kind, and path ids are drawn from those
 objects as often as from schemathesis's integers, so that the success responses are
-checked too, not only the 404s.
+checked too, not only the 404s; `SUCCESSES` adds valid bodies for the operations whose
+generated bodies are almost never valid. The readiness probe's 503 is checked as well.
 
 Bounded and reproducible: a fixed seed, derandomized generation, a few examples per
 operation, no example database; about 30 s.

@@ -17,7 +17,6 @@ router = APIRouter(prefix="/denylist", tags=["denylist"], route_class=JsonRoute)
 @router.post("", status_code=201, response_model=DenylistOut)
 async def add(body: DenylistIn, runtime: Service, caller: Denylister) -> DenylistOut:
     """Deny an address; also stored as an `ip_denylisted` event for triggers."""
-    admit_events(runtime, caller, 1)
     now = runtime.clock.now()
     if body.lock_time is not None:
         if body.expire_at is not None:
@@ -37,6 +36,7 @@ async def add(body: DenylistIn, runtime: Service, caller: Denylister) -> Denylis
     ):
         message = f"application: no application {application} in this client"
         raise ApiError(422, "invalid", message, "application")
+    admit_events(runtime, caller, 1)
     entry = await runtime.store.add_denylist(
         caller.client.id,
         ip=body.ip,

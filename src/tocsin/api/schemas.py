@@ -487,6 +487,8 @@ def _single_address(value: str) -> str:
         # `fe80::1%eth0`: the zone names an interface of the sensor, and is free text
         # (spaces, bidirectional controls) that would be stored and shown as the address.
         raise ValueError("must be an address without a zone (%interface)")
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)  # one address, one entry: ::ffff:192.0.2.9 is 192.0.2.9
     return address.compressed
 
 
