@@ -27,8 +27,12 @@ typecheck: install
 test: lint typecheck
 	$(BIN)/pytest
 
+# The peer it measures against is Debian's Alertmanager (installed once, as root).
+# Pass options with BENCH_ARGS, e.g. `make bench BENCH_ARGS=--quick`.
 bench: install
-	$(BIN)/python bench/run.py
+	command -v prometheus-alertmanager >/dev/null || \
+	  (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y prometheus-alertmanager)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

@@ -67,7 +67,12 @@ def machine() -> str:
     )
 
 
-def summary(results: list[SectionResult], seconds: float) -> str:
+def load() -> str:
+    """The machine's load averages: other work on the same cores skews every figure."""
+    return ", ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def summary(results: list[SectionResult], seconds: float, load_before: str) -> str:
     """The one table: every figure, then every target with PASS or FAIL."""
     rows = [row for result in results for row in result.rows]
     targets = [target for result in results for target in result.targets]
@@ -81,14 +86,18 @@ def summary(results: list[SectionResult], seconds: float) -> str:
         "targets:",
         *(target.line() for target in targets),
         "",
-        f"bench took {seconds:.0f} s",
+        (
+            f"bench took {seconds:.0f} s; load average (1, 5, 15 min) {load_before} at the start, "
+            f"{load()} at the end"
+        ),
     ]
     return "\n".join(lines)
 
 
 def main() -> int:
     options = parse_options(__doc__.splitlines()[0])
-    print(machine())
+    load_before = load()
+    print(f"{machine()}; load average {load_before}")
     started = time.monotonic()
     results: list[SectionResult] = []
     try:
@@ -105,7 +114,7 @@ def main() -> int:
         print("bench interrupted; every process it started was stopped", file=sys.stderr)
         return 130
     print()
-    print(summary(results, time.monotonic() - started))
+    print(summary(results, time.monotonic() - started, load_before))
     return 0
 
 
