@@ -7,11 +7,14 @@ so the event loop never waits on disk and SQLite sees a single writer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import queue
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -51,6 +54,8 @@ from tocsin.store.base import (
 )
 
 T = TypeVar("T")
+_Call = tuple[Callable[[sqlite3.Connection], Any], "Future[Any]"]
+_GROUP_MAX = 256  # calls committed together at most
 Q = queries.load("sqlite")
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _LAST_ADMINISTRATOR = (
@@ -72,28 +77,90 @@ class SqliteStore:
         self._max_batch = max_batch
         self._codec = codec.Secrets(vault)
         self._sampler = sampling.Sampler()  # one process per SQLite file: windows in memory
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tocsin-sqlite")
         self._conn: sqlite3.Connection | None = None
+        self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="tocsin-sqlite", daemon=True)
+        self._thread.start()
 
     # plumbing -------------------------------------------------------------
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._call, fn)
+        """Run `fn` as one transaction on the store's thread; return once it is committed."""
+        future: Future[T] = Future()
+        self._queue.put((fn, future))
+        return await asyncio.wrap_future(future)
 
-    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def _serve(self) -> None:
+        """The store's thread: commits waiting calls in groups, until close() says stop.
+
+        Calls that arrive while a commit is on its way to disk wait in the queue and then
+        share the next one: each is its own SAVEPOINT (an error undoes that call only),
+        and a call's result is handed back only after the COMMIT that holds it. One fsync
+        then serves as many calls as were waiting, instead of one each.
+        """
+        while True:
+            first = self._queue.get()
+            if first is None:
+                break
+            group = [first]
+            stop = False
+            while len(group) < _GROUP_MAX:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                group.append(more)
+            self._commit_group(group)
+            if stop:
+                break
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _commit_group(self, group: list[_Call]) -> None:
+        calls = [(fn, future) for fn, future in group if future.set_running_or_notify_cancel()]
+        if not calls:
+            return
+        done: list[tuple[Future[Any], Any, BaseException | None]] = []
         try:
             conn = self._connection()
             conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn)
-            except BaseException:
-                conn.rollback()
-                raise
+            for fn, future in calls:
+                conn.execute("SAVEPOINT call")
+                try:
+                    result = fn(conn)
+                except BaseException as exc:
+                    conn.execute("ROLLBACK TO call")
+                    conn.execute("RELEASE call")
+                    done.append((future, None, self._error(exc)))
+                    continue
+                conn.execute("RELEASE call")
+                done.append((future, result, None))
             conn.commit()
         except sqlite3.Error as exc:
-            raise StoreError(f"SQLite error on {self._path}: {exc}") from exc
-        return result
+            with contextlib.suppress(sqlite3.Error):
+                if self._conn is not None and self._conn.in_transaction:
+                    self._conn.rollback()
+            failed = self._error(exc)
+            for _, future in calls:
+                if not future.done():
+                    future.set_exception(failed)
+            return
+        for future, result, error in done:
+            if error is None:
+                future.set_result(result)
+            else:
+                future.set_exception(error)
+
+    def _error(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, sqlite3.Error):
+            failed = StoreError(f"SQLite error on {self._path}: {exc}")
+            failed.__cause__ = exc
+            return failed
+        return exc
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -107,13 +174,10 @@ class SqliteStore:
         return self._conn
 
     async def close(self) -> None:
-        def _close() -> None:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-        await asyncio.get_running_loop().run_in_executor(self._executor, _close)
-        self._executor.shutdown(wait=True)
+        """Commit what is queued, close the database and end the store's thread."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
 
     async def ping(self) -> None:
         await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
