@@ -138,6 +138,8 @@ class Tocsin:
         actor: str,
         extra: dict[str, object] | None = None,
     ) -> None:
+        gone = kind in ("integration_deleted", "integration_disabled", "integration_auto_disabled")
+        self.dispatcher.changed(integration, gone=gone)
         event = events.integration_event(
             kind,
             integration,

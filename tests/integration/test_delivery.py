@@ -239,6 +239,28 @@ async def test_auto_disable_after_the_failure_rule_notifies_others_and_stops_sen
     )
 
 
+async def test_a_quick_integration_claimed_ahead_sends_nothing_new_once_disabled(
+    start_tocsin: StartTocsin, make_receiver: MakeReceiver, ca_pem: str
+) -> None:
+    # Quick answers make the dispatcher claim deliveries ahead (delivery/worker.py);
+    # disabling must drop those too, not only cancel what waits in the database.
+    tocsin = await start_tocsin(max_batch=1, max_in_flight=1)
+    receiver = make_receiver(lambda _, __: Reply(delay=0.05))
+    integration = await tocsin.create_integration(
+        receiver.url, ca_certificate=ca_pem, events=["hit"]
+    )
+    await tocsin.report_hits([hit(path=f"/q{n}") for n in range(200)])
+    assert await receiver.until(lambda r: r.count >= 10)
+
+    response = await tocsin.api.post(f"/api/v1/integrations/{integration['id']}/disable")
+    assert response.json()["status"] == "disabled"
+    arrived = receiver.count
+    await receiver.until(lambda r: r.count > arrived + 1, within=2)
+    assert receiver.count <= arrived + 1  # at most the request already in flight
+    log = await deliveries(tocsin, integration["id"])
+    assert sum(d["status"] == "cancelled" for d in log) >= len(log) - 2  # newest page
+
+
 async def test_disable_cancels_queued_deliveries_which_can_be_resent_after_enabling(
     start_tocsin: StartTocsin, make_receiver: MakeReceiver, ca_pem: str
 ) -> None:
