@@ -35,9 +35,14 @@ async def principal(
     runtime: Service,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    if credentials is None:
+    return await authenticate(runtime, None if credentials is None else credentials.credentials)
+
+
+async def authenticate(runtime: Tocsin, token: str | None) -> Principal:
+    """The holder of a bearer token (remembered briefly: PrincipalCache), or 401."""
+    if not token:
         raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>")
-    digests = runtime.vault.token_digests(credentials.credentials)
+    digests = runtime.vault.token_digests(token)
     now = runtime.clock.now()
     cache = runtime.principals
     found = cache.get(digests[0], now)
@@ -49,6 +54,19 @@ async def principal(
     return found
 
 
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, as HTTPBearer reads it."""
+    scheme, _, token = (authorization or "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def require(caller: Principal, *permissions: Permission) -> Principal:
+    """The caller, if its role holds any of the permissions (SPEC 6.3); else 403."""
+    if why := roles.refusal(caller.role, *permissions):
+        raise ApiError(403, "forbidden", why)
+    return caller
+
+
 Caller = Annotated[Principal, Depends(principal)]
 
 
@@ -56,9 +74,7 @@ def _requiring(*permissions: Permission) -> Callable[[Principal], Coroutine[Any,
     """A dependency admitting callers whose role holds any of the permissions (SPEC 6.3)."""
 
     async def check(caller: Caller) -> Principal:
-        if why := roles.refusal(caller.role, *permissions):
-            raise ApiError(403, "forbidden", why)
-        return caller
+        return require(caller, *permissions)
 
     return check
 
