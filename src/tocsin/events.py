@@ -151,6 +151,12 @@ def system_event(
     )
 
 
+# After these, nothing more is sent to the integration: it is not told of them either.
+STOPS_SENDING = frozenset(
+    {"integration_disabled", "integration_auto_disabled", "integration_deleted"}
+)
+
+
 def integration_event(
     notification_type: str,
     integration: Integration,
@@ -166,11 +172,7 @@ def integration_event(
     sentence = f'Integration "{name}" (id {integration.id}) was {verb}'
     if extra and "reason" in extra:
         sentence = f"{sentence} (reason: {extra['reason']})"
-    quiet = notification_type in (
-        "integration_disabled",
-        "integration_auto_disabled",
-        "integration_deleted",
-    )
+    quiet = notification_type in STOPS_SENDING
     return system_event(
         notification_type,
         {"type": "integration", "id": integration.id, "name": name},

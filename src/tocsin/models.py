@@ -22,9 +22,6 @@ class EventType(StrEnum):
     API_CHANGE = "api_change"
 
 
-SUBSCRIBABLE = (EventType.HIT, EventType.VULN, EventType.SYSTEM, EventType.SCOPE)
-
-
 class RiskLevel(StrEnum):
     """Vulnerability risk levels an integration may filter on."""
 

@@ -138,8 +138,7 @@ class Tocsin:
         actor: str,
         extra: dict[str, object] | None = None,
     ) -> None:
-        gone = kind in ("integration_deleted", "integration_disabled", "integration_auto_disabled")
-        self.dispatcher.changed(integration, gone=gone)
+        self.dispatcher.changed(integration, gone=kind in events.STOPS_SENDING)
         event = events.integration_event(
             kind,
             integration,

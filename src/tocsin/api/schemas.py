@@ -7,7 +7,7 @@ import ipaddress
 import re
 import ssl
 import unicodedata
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -24,16 +24,12 @@ from pydantic import (
 from pydantic.types import Strict
 
 from tocsin.models import (
-    Application,
     BodyFormat,
-    Client,
-    DenylistEntry,
     EventType,
     Integration,
     RiskLevel,
     Role,
     Token,
-    User,
     WebhookSettings,
 )
 from tocsin.roles import MASK
@@ -357,17 +353,21 @@ class ClientChange(BaseModel):
     console_url: ConsoleUrl | None = None
 
 
-class ClientOut(BaseModel):
+class Shown(BaseModel):
+    """A response read off a record's attributes of the same names."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    @classmethod
+    def of(cls, record: object) -> Self:
+        return cls.model_validate(record)
+
+
+class ClientOut(Shown):
     id: int
     name: str
     cloud: str
     console_url: str
-
-    @classmethod
-    def of(cls, client: Client) -> ClientOut:
-        return cls(
-            id=client.id, name=client.name, cloud=client.cloud, console_url=client.console_url
-        )
 
 
 class UserIn(BaseModel):
@@ -384,18 +384,12 @@ class UserChange(BaseModel):
     role: Role
 
 
-class UserOut(BaseModel):
+class UserOut(Shown):
     id: int
     email: str
     name: str
     role: Role
     created_at: float
-
-    @classmethod
-    def of(cls, user: User) -> UserOut:
-        return cls(
-            id=user.id, email=user.email, name=user.name, role=user.role, created_at=user.created_at
-        )
 
 
 class ClientCreated(ClientOut):
@@ -459,20 +453,11 @@ class ApplicationChange(BaseModel):
     name: Name
 
 
-class ApplicationOut(BaseModel):
+class ApplicationOut(Shown):
     id: int
     name: str
     created_at: float
     updated_at: float
-
-    @classmethod
-    def of(cls, application: Application) -> ApplicationOut:
-        return cls(
-            id=application.id,
-            name=application.name,
-            created_at=application.created_at,
-            updated_at=application.updated_at,
-        )
 
 
 MAX_LOCK_TIME = 10 * 365 * 24 * 3600
@@ -506,7 +491,7 @@ class DenylistIn(BaseModel):
     application: Annotated[int, Strict()] | None = None
 
 
-class DenylistOut(BaseModel):
+class DenylistOut(Shown):
     id: int
     ip: str
     reason: str
@@ -514,18 +499,6 @@ class DenylistOut(BaseModel):
     created_at: float
     expire_at: float
     created_by: str
-
-    @classmethod
-    def of(cls, entry: DenylistEntry) -> DenylistOut:
-        return cls(
-            id=entry.id,
-            ip=entry.ip,
-            reason=entry.reason,
-            application=entry.application,
-            created_at=entry.created_at,
-            expire_at=entry.expire_at,
-            created_by=entry.created_by,
-        )
 
 
 ScopeItem = Annotated[Text, Field(min_length=1, max_length=2048), AfterValidator(_visible)]

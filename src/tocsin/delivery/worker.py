@@ -143,19 +143,17 @@ class Dispatcher:
                 await self._idle()
 
     def _limits(self) -> ClaimLimits:
-        """Slots per integration: running and ready deliveries take one each; a healthy
-        integration has `_PREFETCH * max_in_flight` more (its count goes below zero)."""
-        most = self._settings.max_in_flight
-        taken: Counter[int] = Counter(self._in_flight)
+        """Running and ready deliveries hold a slot each; healthy integrations claim ahead."""
+        held: Counter[int] = Counter(self._in_flight)
         for integration_id, ready in self._ready.items():
-            taken[integration_id] += len(ready)
-        for integration_id in self._healthy:
-            taken[integration_id] -= most * _PREFETCH
+            held[integration_id] += len(ready)
+        most = self._settings.max_in_flight
         return ClaimLimits(
             owner=self._owner,
             max_in_flight=most,
-            in_flight=dict(taken),
+            in_flight=held,
             lease_margin=self._settings.lease_margin,
+            ahead=dict.fromkeys(self._healthy, most * _PREFETCH),
         )
 
     async def _idle(self) -> None:
@@ -216,9 +214,9 @@ class Dispatcher:
         One whose lease ran short (it waited behind slow requests) is let go: the lease
         expires and the delivery is claimed again, so no request outlives its lease.
         """
-        ready = self._ready.get(integration_id)
         if self._stopping:
             return
+        ready = self._ready.get(integration_id)
         now = self._clock.now()
         while ready:
             claim = ready.popleft()

@@ -8,9 +8,11 @@ this Protocol only. Every method is one transaction.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
+from tocsin.errors import Conflict
 from tocsin.models import (
     Application,
     AttemptRecord,
@@ -40,12 +42,37 @@ class Bootstrap:
     token_hash: str
 
 
+# The conflicts every store reports, in the same words.
+
+DIGEST_TAKEN = "a token with this digest already exists; generate another token"
+
+
+def last_administrator(user: User, action: str) -> Conflict:
+    """Refusing to `action` ("delete", "change the role of") a client's last administrator."""
+    return Conflict(
+        f"cannot {action} {user.email}: it is the client's last administrator; "
+        "make another user an administrator first"
+    )
+
+
+def denylisted_already(
+    ip: str, application: int | None, *, expire_at: float, entry_id: int
+) -> Conflict:
+    scope = "every application" if application is None else f"application {application}"
+    until = datetime.fromtimestamp(expire_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return Conflict(
+        f"{ip} is already denylisted for {scope} until {until} (entry {entry_id}); "
+        "remove that entry or wait until it expires"
+    )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClaimLimits:
     """How much work one claim may take.
 
-    `in_flight` is this worker's count of requests per integration; an
-    integration gets at most `max_in_flight` minus that many new deliveries.
+    `in_flight` is this worker's count of deliveries it holds per integration (sending or
+    claimed ahead); an integration gets at most `max_in_flight` plus its `ahead` (the
+    deliveries the worker may claim ahead for it) minus that many new deliveries.
     """
 
     owner: str
@@ -53,22 +80,27 @@ class ClaimLimits:
     in_flight: Mapping[int, int]
     lease_margin: float
     limit: int = 1000
+    ahead: Mapping[int, int] = field(default_factory=dict)
+
+    def slots(self, integration_id: int) -> int:
+        """How many deliveries the worker may hold for the integration."""
+        return self.max_in_flight + self.ahead.get(integration_id, 0)
 
     def saturated(self) -> list[int]:
         """Integrations with no free slot: their due deliveries must not take up the claim."""
-        return [key for key, used in self.in_flight.items() if used >= self.max_in_flight]
+        return [key for key, used in self.in_flight.items() if used >= self.slots(key)]
 
 
 class ClaimSlots:
-    """Free in-flight slots per integration during one claim (shared by the stores)."""
+    """Free slots per integration during one claim (shared by the stores)."""
 
     def __init__(self, limits: ClaimLimits) -> None:
-        self._max = limits.max_in_flight
+        self._limits = limits
         self._used = dict(limits.in_flight)
 
     def take(self, integration_id: int) -> bool:
         used = self._used.get(integration_id, 0)
-        if used >= self._max:
+        if used >= self._limits.slots(integration_id):
             return False
         self._used[integration_id] = used + 1
         return True

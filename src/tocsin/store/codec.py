@@ -11,19 +11,23 @@ from tocsin.crypto import Vault
 from tocsin.models import (
     Attempt,
     BodyFormat,
+    Client,
     Delivery,
     DeliveryStatus,
     EventType,
     Integration,
+    Principal,
     RiskLevel,
+    Role,
+    User,
     WebhookSettings,
 )
 
 
 class Row(Protocol):
-    """A database row read by column name (sqlite3.Row, asyncpg.Record, dict)."""
+    """A database row read by column name or position (sqlite3.Row, asyncpg.Record)."""
 
-    def __getitem__(self, key: str, /) -> Any: ...
+    def __getitem__(self, key: str | int, /) -> Any: ...
 
 
 class Secrets:
@@ -79,6 +83,32 @@ class Secrets:
         data = orjson.loads(stored)
         data["headers"] = self.vault.rotate(data["headers"])
         return orjson.dumps(data).decode()
+
+
+def user_from_row(row: Row) -> User:
+    return User(
+        id=row["id"],
+        client_id=row["client_id"],
+        email=row["email"],
+        name=row["name"],
+        role=Role(row["role"]),
+        created_at=row["created_at"],
+    )
+
+
+def principal_from_row(row: Row) -> Principal:
+    """A `principal_by_token` row: client id, name, cloud, console URL, then user id,
+    email, role, token id, user name, token expiry."""
+    client = Client(id=row[0], name=row[1], cloud=row[2], console_url=row[3])
+    return Principal(
+        client=client,
+        user_id=row[4],
+        email=row[5],
+        role=Role(row[6]),
+        token_id=row[7],
+        name=row[8],
+        token_expires_at=row[9],
+    )
 
 
 def delivery_from_row(row: Row, attempts: Sequence[Attempt] = ()) -> Delivery:

@@ -35,6 +35,7 @@ from tocsin.models import (
 )
 from tocsin.store import grouping
 from tocsin.store.base import (
+    DIGEST_TAKEN,
     PRUNE_TASK,
     AutoDisabled,
     Bootstrap,
@@ -44,16 +45,14 @@ from tocsin.store.base import (
     StoreStats,
     Turn,
     claim_queued,
+    denylisted_already,
+    last_administrator,
     lease_seconds,
     next_turn,
 )
 
 _WAITING = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
 _FINISHED = (DeliveryStatus.DELIVERED, DeliveryStatus.FAILED, DeliveryStatus.CANCELLED)
-_LAST_ADMINISTRATOR = (
-    "the client must keep an administrator: make another user an administrator first"
-)
-_DIGEST_TAKEN = "a token with this digest already exists; generate another token"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -269,7 +268,7 @@ class MemoryStore:
         if user is None:
             return None
         if role is not Role.ADMINISTRATOR:
-            self._keep_an_administrator(user)
+            self._keep_an_administrator(user, "change the role of")
         self._users[user_id] = replace(user, role=role)
         return self._users[user_id]
 
@@ -282,14 +281,14 @@ class MemoryStore:
         user = self._user(client_id, user_id)
         if user is None:
             return None
-        self._keep_an_administrator(user)
+        self._keep_an_administrator(user, "delete")
         for token in [t for t in self._tokens.values() if t.user_id == user_id]:
             del self._tokens[token.id]
         self._token_ids = {h: i for h, i in self._token_ids.items() if i in self._tokens}
         del self._users[user_id]
         return user
 
-    def _keep_an_administrator(self, leaving: User) -> None:
+    def _keep_an_administrator(self, leaving: User, action: str) -> None:
         """Conflict if `leaving` is its client's last administrator."""
         if leaving.role is not Role.ADMINISTRATOR:
             return
@@ -299,7 +298,7 @@ class MemoryStore:
             if user.role is Role.ADMINISTRATOR and user.id != leaving.id
         ]
         if not others:
-            raise Conflict(_LAST_ADMINISTRATOR)
+            raise last_administrator(leaving, action)
 
     async def create_token(
         self,
@@ -314,7 +313,7 @@ class MemoryStore:
         if self._user(client_id, user_id) is None:
             return None
         if token_hash in self._token_ids:
-            raise Conflict(_DIGEST_TAKEN)
+            raise Conflict(DIGEST_TAKEN)
         return self._add_token(
             user_id, name=name, token_hash=token_hash, expires_at=expires_at, now=now
         )
@@ -403,11 +402,11 @@ class MemoryStore:
         created_by: str,
         now: float,
     ) -> DenylistEntry:
-        if any(
-            entry.ip == ip and entry.application == application
-            for entry in self._unexpired(client_id, now)
-        ):
-            raise Conflict(_denylisted_already(ip, application))
+        for found in self._unexpired(client_id, now):
+            if found.ip == ip and found.application == application:
+                raise denylisted_already(
+                    ip, application, expire_at=found.expire_at, entry_id=found.id
+                )
         entry = DenylistEntry(
             id=self._next_id("denylist"),
             client_id=client_id,
@@ -883,11 +882,6 @@ class MemoryStore:
         for entry in old:
             del self._denylist[entry.id]
         return len(old)
-
-
-def _denylisted_already(ip: str, application: int | None) -> str:
-    scope = "every application" if application is None else f"application {application}"
-    return f"{ip} is already denylisted for {scope}; remove that entry or wait until it expires"
 
 
 def _check_resendable(status: DeliveryStatus, integration: Integration | None) -> None:

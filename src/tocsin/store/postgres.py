@@ -32,7 +32,6 @@ import math
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
@@ -61,6 +60,7 @@ from tocsin.models import (
 )
 from tocsin.store import codec, grouping, queries
 from tocsin.store.base import (
+    DIGEST_TAKEN,
     PRUNE_TASK,
     AutoDisabled,
     Bootstrap,
@@ -69,6 +69,8 @@ from tocsin.store.base import (
     Pruned,
     StoreStats,
     Turn,
+    denylisted_already,
+    last_administrator,
     lease_seconds,
     next_turn,
 )
@@ -215,18 +217,7 @@ class PostgresStore:
     async def principal(self, token_hashes: Sequence[str], now: float) -> Principal | None:
         async def tx(conn: Conn) -> Principal | None:
             row = await conn.fetchrow(Q["principal_by_token"], list(token_hashes), now)
-            if row is None:
-                return None
-            client = Client(id=row[0], name=row[1], cloud=row[2], console_url=row[3])
-            return Principal(
-                client=client,
-                user_id=row[4],
-                email=row[5],
-                role=Role(row[6]),
-                token_id=row[7],
-                name=row[8],
-                token_expires_at=row[9],
-            )
+            return None if row is None else codec.principal_from_row(row)
 
         return await self._tx(tx)
 
@@ -269,20 +260,23 @@ class PostgresStore:
                 raise Conflict(f"this client already has a user with email {email}") from exc
             except asyncpg.ForeignKeyViolationError as exc:
                 raise NotFound(f"client {client_id} not found") from exc
-            return _user(_one(row))
+            return codec.user_from_row(_one(row))
 
         return await self._tx(tx)
 
     async def list_users(self, client_id: int) -> list[User]:
         async def tx(conn: Conn) -> list[User]:
-            return [_user(row) for row in await conn.fetch(Q["users_of_client"], client_id)]
+            return [
+                codec.user_from_row(row)
+                for row in await conn.fetch(Q["users_of_client"], client_id)
+            ]
 
         return await self._tx(tx)
 
     async def get_user(self, client_id: int, user_id: int) -> User | None:
         async def tx(conn: Conn) -> User | None:
             row = await conn.fetchrow(Q["user_by_id"], client_id, user_id)
-            return None if row is None else _user(row)
+            return None if row is None else codec.user_from_row(row)
 
         return await self._tx(tx)
 
@@ -295,7 +289,9 @@ class PostgresStore:
                 return None
             if role is not Role.ADMINISTRATOR:
                 await _keep_an_administrator(conn, user, "change the role of")
-            return _user(_one(await conn.fetchrow(Q["set_role"], client_id, user_id, role.value)))
+            return codec.user_from_row(
+                _one(await conn.fetchrow(Q["set_role"], client_id, user_id, role.value))
+            )
 
         return await self._tx(tx)
 
@@ -329,9 +325,7 @@ class PostgresStore:
                     Q["insert_named_token"], client_id, user_id, name, token_hash, expires_at, now
                 )
             except asyncpg.UniqueViolationError as exc:
-                raise Conflict(
-                    "a token with this digest already exists; generate another token"
-                ) from exc
+                raise Conflict(DIGEST_TAKEN) from exc
             return None if row is None else Token(**dict(row))
 
         return await self._tx(tx)
@@ -420,7 +414,12 @@ class PostgresStore:
                 Q["unexpired_denylist_entry"], client_id, ip, application, now
             )
             if found is not None:
-                raise Conflict(_already_denylisted(found))
+                raise denylisted_already(
+                    found["ip"],
+                    found["application"],
+                    expire_at=found["expire_at"],
+                    entry_id=found["id"],
+                )
             row = await conn.fetchrow(
                 Q["insert_denylist"],
                 client_id,
@@ -1008,17 +1007,6 @@ def _rotated(vault: Vault, stored: str | None) -> str | None:
     return None if stored is None else vault.rotate(stored)
 
 
-def _user(row: asyncpg.Record) -> User:
-    return User(
-        id=row["id"],
-        client_id=row["client_id"],
-        email=row["email"],
-        name=row["name"],
-        role=Role(row["role"]),
-        created_at=row["created_at"],
-    )
-
-
 async def _lock_client(conn: Conn, client_id: int) -> None:
     """Order this transaction's account changes after the client's others (NotFound if none)."""
     if await conn.fetchval(Q["lock_client"], client_id) is None:
@@ -1030,7 +1018,7 @@ async def _locked_user(conn: Conn, client_id: int, user_id: int) -> User | None:
     if await conn.fetchval(Q["lock_client"], client_id) is None:
         return None
     row = await conn.fetchrow(Q["user_by_id"], client_id, user_id)
-    return None if row is None else _user(row)
+    return None if row is None else codec.user_from_row(row)
 
 
 async def _keep_an_administrator(conn: Conn, user: User, action: str) -> None:
@@ -1038,20 +1026,7 @@ async def _keep_an_administrator(conn: Conn, user: User, action: str) -> None:
     if user.role is not Role.ADMINISTRATOR:
         return
     if await conn.fetchval(Q["count_administrators"], user.client_id) <= 1:
-        raise Conflict(
-            f"cannot {action} {user.email}: it is the client's last administrator; "
-            "make another user an administrator first"
-        )
-
-
-def _already_denylisted(entry: asyncpg.Record) -> str:
-    application = entry["application"]
-    scope = "every application" if application is None else f"application {application}"
-    until = datetime.fromtimestamp(entry["expire_at"], UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return (
-        f"{entry['ip']} is already denylisted for {scope} until {until} (entry {entry['id']}); "
-        "remove that entry or wait until it expires"
-    )
+        raise last_administrator(user, action)
 
 
 def _one(row: asyncpg.Record | None) -> asyncpg.Record:

@@ -40,6 +40,7 @@ from tocsin.models import (
 )
 from tocsin.store import codec, grouping, queries
 from tocsin.store.base import (
+    DIGEST_TAKEN,
     PRUNE_TASK,
     AutoDisabled,
     Bootstrap,
@@ -49,6 +50,8 @@ from tocsin.store.base import (
     StoreStats,
     Turn,
     claim_queued,
+    denylisted_already,
+    last_administrator,
     lease_seconds,
     next_turn,
 )
@@ -58,10 +61,6 @@ _Call = tuple[Callable[[sqlite3.Connection], Any], "Future[Any]"]
 _GROUP_MAX = 256  # calls committed together at most
 Q = queries.load("sqlite")
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
-_LAST_ADMINISTRATOR = (
-    "the client must keep an administrator: make another user an administrator first"
-)
-_DIGEST_TAKEN = "a token with this digest already exists; generate another token"
 
 
 class SqliteStore:
@@ -216,18 +215,7 @@ class SqliteStore:
         def tx(conn: sqlite3.Connection) -> Principal | None:
             params = {"token_hashes": json.dumps(list(token_hashes)), "now": now}
             row = conn.execute(Q["principal_by_token"], params).fetchone()
-            if row is None:
-                return None
-            client = Client(id=row[0], name=row[1], cloud=row[2], console_url=row[3])
-            return Principal(
-                client=client,
-                user_id=row[4],
-                email=row[5],
-                role=Role(row[6]),
-                token_id=row[7],
-                name=row[8],
-                token_expires_at=row[9],
-            )
+            return None if row is None else codec.principal_from_row(row)
 
         return await self._run(tx)
 
@@ -279,7 +267,7 @@ class SqliteStore:
     async def list_users(self, client_id: int) -> list[User]:
         def tx(conn: sqlite3.Connection) -> list[User]:
             rows = conn.execute(Q["users_of_client"], {"client_id": client_id})
-            return [_user_from_row(row) for row in rows]
+            return [codec.user_from_row(row) for row in rows]
 
         return await self._run(tx)
 
@@ -287,7 +275,7 @@ class SqliteStore:
         def tx(conn: sqlite3.Connection) -> User | None:
             row = conn.execute(Q["user_of_client"], {"id": user_id, "client_id": client_id})
             found = row.fetchone()
-            return None if found is None else _user_from_row(found)
+            return None if found is None else codec.user_from_row(found)
 
         return await self._run(tx)
 
@@ -304,7 +292,7 @@ class SqliteStore:
             if row is None:
                 return None
             if role is not Role.ADMINISTRATOR:
-                _keep_an_administrator(conn, _user_from_row(row))
+                _keep_an_administrator(conn, codec.user_from_row(row), "change the role of")
             conn.execute(Q["set_user_role"], key | {"role": role.value})
             return _user(conn, client_id, user_id)
 
@@ -321,8 +309,8 @@ class SqliteStore:
             row = conn.execute(Q["user_of_client"], key).fetchone()
             if row is None:
                 return None
-            user = _user_from_row(row)
-            _keep_an_administrator(conn, user)
+            user = codec.user_from_row(row)
+            _keep_an_administrator(conn, user, "delete")
             conn.execute(Q["delete_tokens_of_user"], {"user_id": user_id})
             conn.execute(Q["delete_user"], key)
             return user
@@ -344,7 +332,7 @@ class SqliteStore:
             if conn.execute(Q["user_of_client"], key).fetchone() is None:
                 return None
             if conn.execute(Q["token_by_hash"], {"token_hash": token_hash}).fetchone():
-                raise Conflict(_DIGEST_TAKEN)
+                raise Conflict(DIGEST_TAKEN)
             params = {"user_id": user_id, "name": name, "token_hash": token_hash}
             token_id = _insert(
                 conn, "insert_token", params | {"expires_at": expires_at, "now": now}
@@ -437,8 +425,11 @@ class SqliteStore:
     ) -> DenylistEntry:
         def tx(conn: sqlite3.Connection) -> DenylistEntry:
             key = {"client_id": client_id, "ip": ip, "application": application}
-            if conn.execute(Q["denylisted_already"], key | {"now": now}).fetchone() is not None:
-                raise Conflict(_denylisted_already(ip, application))
+            found = conn.execute(Q["denylisted_already"], key | {"now": now}).fetchone()
+            if found is not None:
+                raise denylisted_already(
+                    ip, application, expire_at=found["expire_at"], entry_id=found["id"]
+                )
             fields = {"reason": reason, "expire_at": expire_at, "created_by": created_by}
             entry_id = _insert(conn, "insert_denylist", key | fields | {"now": now})
             return DenylistEntry(
@@ -950,29 +941,18 @@ def _insert(conn: sqlite3.Connection, name: str, params: Mapping[str, Any]) -> i
     return cursor.lastrowid
 
 
-def _user_from_row(row: sqlite3.Row) -> User:
-    return User(
-        id=row["id"],
-        client_id=row["client_id"],
-        email=row["email"],
-        name=row["name"],
-        role=Role(row["role"]),
-        created_at=row["created_at"],
-    )
-
-
 def _user(conn: sqlite3.Connection, client_id: int, user_id: int) -> User:
     row = conn.execute(Q["user_of_client"], {"id": user_id, "client_id": client_id}).fetchone()
-    return _user_from_row(row)
+    return codec.user_from_row(row)
 
 
-def _keep_an_administrator(conn: sqlite3.Connection, leaving: User) -> None:
+def _keep_an_administrator(conn: sqlite3.Connection, leaving: User, action: str) -> None:
     """Conflict if `leaving` is its client's last administrator."""
     if leaving.role is not Role.ADMINISTRATOR:
         return
     key = {"client_id": leaving.client_id, "id": leaving.id}
     if not conn.execute(Q["other_administrators"], key).fetchone()[0]:
-        raise Conflict(_LAST_ADMINISTRATOR)
+        raise last_administrator(leaving, action)
 
 
 def _token(conn: sqlite3.Connection, client_id: int, token_id: int) -> Token:
@@ -987,11 +967,6 @@ def _application(
         Q["application_of_client"], {"client_id": client_id, "id": application_id}
     ).fetchone()
     return None if row is None else Application(**dict(row))
-
-
-def _denylisted_already(ip: str, application: int | None) -> str:
-    scope = "every application" if application is None else f"application {application}"
-    return f"{ip} is already denylisted for {scope}; remove that entry or wait until it expires"
 
 
 def _integration(

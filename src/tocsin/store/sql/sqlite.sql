@@ -101,7 +101,7 @@ DELETE FROM applications WHERE client_id = :client_id AND id = :id;
 
 -- name: denylisted_already
 -- `IS` matches a NULL application (every application) to a NULL one.
-SELECT id FROM denylist
+SELECT id, expire_at FROM denylist
 WHERE client_id = :client_id AND ip = :ip AND application IS :application AND expire_at > :now;
 
 -- name: insert_denylist
