@@ -515,3 +515,27 @@ def test_a_delivery_ends_delivered_or_failed_within_max_attempts(outcomes: list[
     if status is DeliveryStatus.DELIVERED:
         assert outcomes[attempts - 1]
         assert not any(outcomes[: attempts - 1])
+
+
+@given(
+    counts=st.lists(st.integers(min_value=1, max_value=12), max_size=40),
+    max_batch=st.integers(min_value=1, max_value=10),
+    most=st.integers(min_value=1, max_value=8),
+)
+def test_batches_are_consecutive_deliveries_each_within_max_batch(
+    counts: list[int], max_batch: int, most: int
+) -> None:
+    sizes = grouping.batches(counts, max_batch, most)
+
+    assert len(sizes) <= most
+    assert all(size >= 1 for size in sizes)
+    ends = list(accumulate(sizes, initial=0))
+    for start, end in pairwise(ends):
+        taken = counts[start:end]
+        # a group bigger than max_batch still goes, alone; otherwise the batch fits
+        assert len(taken) == 1 or sum(taken) <= max_batch
+        rest = counts[end:]
+        if rest:  # and the next group would not have fitted
+            assert sum(taken) + rest[0] > max_batch
+    # every group is taken unless `most` deliveries were made
+    assert ends[-1] == len(counts) or len(sizes) == most

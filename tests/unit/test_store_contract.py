@@ -322,6 +322,26 @@ async def test_max_batch_splits_twelve_hundred_notifications_into_500_500_200(
     assert sent == list(range(1200))
 
 
+@pytest.mark.max_batch(2)
+async def test_deliveries_made_in_one_claim_are_the_ones_stored(
+    store: Store, client: Client
+) -> None:
+    integration = await hook(store, client)
+    await store.ingest(client.id, events(7), T0)
+
+    claims = await claim(store)
+
+    assert [numbers(c.delivery.body) for c in claims] == [[0, 1], [2, 3], [4, 5], [6]]
+    assert len({c.delivery.webhook_id for c in claims}) == 4
+    ids = [c.delivery.id for c in claims]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 4
+    stored = {d.id: d for d in await log(store, client, integration)}
+    for found in claims:
+        assert stored[found.delivery.id] == found.delivery
+    assert await store.queued_notifications(integration.id) == 0
+
+
 @pytest.mark.max_batch(1)
 async def test_max_in_flight_bounds_each_integration_without_starving_others(
     store: Store, client: Client
@@ -390,6 +410,23 @@ async def test_a_successful_attempt_delivers(store: Store, client: Client) -> No
     assert await store.next_due() is None
     assert await claim(store, T0 + 2 * LEASE) == []
     assert await store.get_integration(client.id, integration.id) == integration
+
+
+async def test_two_attempts_of_one_delivery_recorded_together_are_numbered_in_order(
+    store: Store, client: Client
+) -> None:
+    await hook(store, client)
+    await store.ingest(client.id, [event(1)], T0)
+    claimed = await claim_one(store)
+    failed = record(claimed, T0, ok=False, next_at=T0 + 3)
+
+    await store.record_attempts([failed, record(claimed, T0 + 1)], T0 + 2)
+
+    delivery = await store.get_delivery(client.id, claimed.delivery.id)
+    assert delivery is not None
+    assert delivery.status is DeliveryStatus.DELIVERED
+    assert (delivery.attempt_count, delivery.failures) == (2, 1)
+    assert [(a.number, a.status_code) for a in delivery.attempts] == [(1, 503), (2, 200)]
 
 
 async def test_a_failed_attempt_retries_only_when_due(store: Store, client: Client) -> None:

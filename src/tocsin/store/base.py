@@ -99,17 +99,21 @@ class ClaimSlots:
         self._used = dict(limits.in_flight)
 
     def take(self, integration_id: int) -> bool:
+        return self.take_up_to(integration_id, 1) == 1
+
+    def take_up_to(self, integration_id: int, wanted: int) -> int:
+        """Take as many of `wanted` slots as are free; return how many were taken."""
         used = self._used.get(integration_id, 0)
-        if used >= self._limits.slots(integration_id):
-            return False
-        self._used[integration_id] = used + 1
-        return True
+        taken = max(0, min(wanted, self._limits.slots(integration_id) - used))
+        if taken:
+            self._used[integration_id] = used + taken
+        return taken
 
-    def give_back(self, integration_id: int) -> None:
-        self._used[integration_id] -= 1
+    def give_back(self, integration_id: int, count: int = 1) -> None:
+        self._used[integration_id] -= count
 
 
-NewLeased = Callable[[Integration, tuple[str, float]], Delivery | None]
+NewLeased = Callable[[Integration, tuple[str, float], int], Sequence[Delivery]]
 
 
 def claim_queued(
@@ -119,22 +123,27 @@ def claim_queued(
     now: float,
     *,
     room: int,
-    new_delivery: NewLeased,
+    new_deliveries: NewLeased,
 ) -> list[Claim]:
     """Batch each integration's queued groups into leased deliveries while it has free slots.
 
-    `new_delivery(integration, (owner, lease_until))` makes one delivery of the oldest
-    queued groups, or returns None when nothing is queued.
+    `new_deliveries(integration, (owner, lease_until), most)` makes up to `most` deliveries
+    of the oldest queued groups, in one go, and returns them (none when nothing is queued).
     """
     claims: list[Claim] = []
     for integration in integrations:
+        if len(claims) >= room:
+            break
+        taken = slots.take_up_to(integration.id, room - len(claims))
+        if not taken:
+            continue
         lease = (limits.owner, now + lease_seconds(integration, limits.lease_margin))
-        while len(claims) < room and slots.take(integration.id):
-            delivery = new_delivery(integration, lease)
-            if delivery is None:
-                slots.give_back(integration.id)
-                break
-            claims.append(Claim(delivery=delivery, integration=integration, lease_until=lease[1]))
+        made = new_deliveries(integration, lease, taken)
+        slots.give_back(integration.id, taken - len(made))
+        claims.extend(
+            Claim(delivery=delivery, integration=integration, lease_until=lease[1])
+            for delivery in made
+        )
     return claims
 
 

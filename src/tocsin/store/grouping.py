@@ -65,6 +65,17 @@ def fitting(counts: Sequence[int], max_batch: int) -> int:
     return len(counts)
 
 
+def batches(counts: Sequence[int], max_batch: int, most: int) -> list[int]:
+    """How many queued groups, oldest first, make each of up to `most` deliveries."""
+    sizes: list[int] = []
+    start = 0
+    while start < len(counts) and len(sizes) < most:
+        taken = fitting(counts[start : start + max_batch], max_batch)
+        sizes.append(taken)
+        start += taken
+    return sizes
+
+
 def body(blobs: Sequence[bytes], body_format: BodyFormat) -> bytes:
     """The request body of a delivery made of these groups."""
     if body_format is BodyFormat.NDJSON:

@@ -662,10 +662,23 @@ class MemoryStore:
             slots,
             now,
             room=room,
-            new_delivery=lambda integration, lease: self._new_delivery(
-                integration, now, status=DeliveryStatus.PENDING, lease=lease
+            new_deliveries=lambda integration, lease, most: self._new_deliveries(
+                integration, now, lease=lease, most=most
             ),
         )
+
+    def _new_deliveries(
+        self, integration: Integration, now: float, *, lease: tuple[str, float], most: int
+    ) -> list[Delivery]:
+        made: list[Delivery] = []
+        while len(made) < most:
+            delivery = self._new_delivery(
+                integration, now, status=DeliveryStatus.PENDING, lease=lease
+            )
+            if delivery is None:
+                break
+            made.append(delivery)
+        return made
 
     def _new_delivery(
         self,

@@ -59,6 +59,7 @@ from tocsin.store.base import (
 T = TypeVar("T")
 _Call = tuple[Callable[[sqlite3.Connection], Any], "Future[Any]"]
 _GROUP_MAX = 256  # calls committed together at most
+_CANCEL_BATCHES = 100  # deliveries made per statement when cancelling what is queued
 Q = queries.load("sqlite")
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
@@ -584,7 +585,9 @@ class SqliteStore:
         """
         conn.execute(Q["cancel_waiting_deliveries"], {"integration_id": integration.id, "now": now})
         cancelled = DeliveryStatus.CANCELLED
-        while self._new_delivery(conn, integration, now, status=cancelled, lease=None) is not None:
+        while self._new_deliveries(
+            conn, integration, now, status=cancelled, lease=None, most=_CANCEL_BATCHES
+        ):
             pass
 
     async def rotate_signing_secret(
@@ -728,12 +731,12 @@ class SqliteStore:
             slots,
             now,
             room=room,
-            new_delivery=lambda integration, lease: self._new_delivery(
-                conn, integration, now, status=DeliveryStatus.PENDING, lease=lease
+            new_deliveries=lambda integration, lease, most: self._new_deliveries(
+                conn, integration, now, status=DeliveryStatus.PENDING, lease=lease, most=most
             ),
         )
 
-    def _new_delivery(
+    def _new_deliveries(
         self,
         conn: sqlite3.Connection,
         integration: Integration,
@@ -741,46 +744,82 @@ class SqliteStore:
         *,
         status: DeliveryStatus,
         lease: tuple[str, float] | None,
-    ) -> Delivery | None:
-        """Move up to one batch of the integration's queued notifications into a new delivery."""
-        most = self._max_batch
-        params = {"integration_id": integration.id, "limit": most}
+        most: int,
+    ) -> list[Delivery]:
+        """Move up to `most` batches of the integration's queued notifications into deliveries.
+
+        One read of the queue, one delete and one insert statement for all of them: the
+        write lock is ours (BEGIN IMMEDIATE), so ids are assigned up front, as SQLite would.
+        """
+        batch = self._max_batch
+        params = {"integration_id": integration.id, "limit": most * batch}
         rows = conn.execute(Q["outbox_batch"], params).fetchall()
         if not rows:
-            return None
-        rows = rows[: grouping.fitting([row[1] for row in rows], most)]
-        body = grouping.body([bytes(row[2]) for row in rows], integration.settings.format)
+            return []
+        sizes = grouping.batches([row[1] for row in rows], batch, most)
         conn.execute(
-            Q["delete_outbox_upto"], {"integration_id": integration.id, "last_id": rows[-1][0]}
+            Q["delete_outbox_upto"],
+            {"integration_id": integration.id, "last_id": rows[sum(sizes) - 1][0]},
         )
+        first = conn.execute(Q["next_delivery_id"]).fetchone()[0]
         waiting = status is DeliveryStatus.PENDING
-        delivery_id = _insert(
-            conn,
-            "insert_delivery",
-            {
-                "webhook_id": ids.webhook_id(),
-                "integration_id": integration.id,
-                "client_id": integration.client_id,
-                "status": status.value,
-                "notification_count": sum(row[1] for row in rows),
-                "body": body,
-                "next_attempt_at": now if waiting else None,
-                "lease_owner": lease[0] if lease else None,
-                "lease_until": lease[1] if lease else None,
-                "now": now,
-            },
+        lease_owner, lease_until = lease or (None, None)
+        made: list[Delivery] = []
+        start = 0
+        for size in sizes:
+            taken = rows[start : start + size]
+            start += size
+            made.append(
+                Delivery(
+                    id=first + len(made),
+                    webhook_id=ids.webhook_id(),
+                    integration_id=integration.id,
+                    status=status,
+                    notification_count=sum(row[1] for row in taken),
+                    body=grouping.body(
+                        [bytes(row[2]) for row in taken], integration.settings.format
+                    ),
+                    attempt_count=0,
+                    next_attempt_at=now if waiting else None,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        conn.executemany(
+            Q["insert_delivery"],
+            [
+                (
+                    d.id,
+                    d.webhook_id,
+                    integration.id,
+                    integration.client_id,
+                    status.value,
+                    d.notification_count,
+                    d.body,
+                    d.next_attempt_at,
+                    lease_owner,
+                    lease_until,
+                    now,
+                    now,
+                )
+                for d in made
+            ],
         )
-        row = conn.execute(Q["delivery_by_id"], {"id": delivery_id}).fetchone()
-        return codec.delivery_from_row(row)
+        return made
 
     async def record_attempts(
         self, records: Sequence[AttemptRecord], now: float
     ) -> list[AutoDisabled]:
         def tx(conn: sqlite3.Connection) -> list[AutoDisabled]:
-            # One record at a time: an attempt's number comes from the delivery's count so far.
-            for record in records:
-                conn.execute(Q["insert_attempt"], _attempt_params(record))
-                conn.execute(Q["finish_attempt"], _finish_params(record, now))
+            # An attempt's number comes from the delivery's count so far: all inserts, then
+            # all updates, unless a delivery has two records here; then one at a time.
+            if len({record.delivery_id for record in records}) == len(records):
+                conn.executemany(Q["insert_attempt"], map(_attempt_params, records))
+                conn.executemany(Q["finish_attempt"], [_finish_params(r, now) for r in records])
+            else:
+                for record in records:
+                    conn.execute(Q["insert_attempt"], _attempt_params(record))
+                    conn.execute(Q["finish_attempt"], _finish_params(record, now))
             last: dict[int, str | None] = {}
             for record in records:
                 last[record.integration_id] = record.outcome.error

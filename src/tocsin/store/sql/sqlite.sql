@@ -221,11 +221,14 @@ WHERE o.integration_id = :integration_id ORDER BY o.id LIMIT :limit;
 -- name: delete_outbox_upto
 DELETE FROM outbox WHERE integration_id = :integration_id AND id <= :last_id;
 
+-- name: next_delivery_id
+SELECT coalesce(max(id), 0) + 1 FROM deliveries;
+
 -- name: insert_delivery
-INSERT INTO deliveries (webhook_id, integration_id, client_id, status, notification_count, body,
-    next_attempt_at, lease_owner, lease_until, created_at, updated_at)
-VALUES (:webhook_id, :integration_id, :client_id, :status, :notification_count, :body,
-    :next_attempt_at, :lease_owner, :lease_until, :now, :now);
+-- Positional: run with executemany, one row per delivery, ids assigned by the caller.
+INSERT INTO deliveries (id, webhook_id, integration_id, client_id, status, notification_count,
+    body, next_attempt_at, lease_owner, lease_until, created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
 
 -- name: delivery_by_id
 SELECT * FROM deliveries WHERE id = :id;
