@@ -239,6 +239,22 @@ async def test_auto_disable_after_the_failure_rule_notifies_others_and_stops_sen
     )
 
 
+async def test_a_receiver_gets_one_request_until_it_answers_then_up_to_max_in_flight(
+    start_tocsin: StartTocsin, make_receiver: MakeReceiver, ca_pem: str
+) -> None:
+    answer = 0.3  # seconds each answer takes
+    tocsin = await start_tocsin(max_batch=1, max_in_flight=4)
+    receiver = make_receiver(lambda _, __: Reply(delay=answer))
+    await tocsin.create_integration(receiver.url, ca_certificate=ca_pem, events=["hit"])
+    await tocsin.report_hits([hit(path=f"/q{n}") for n in range(12)])
+    assert await receiver.until(lambda r: r.count >= 12)
+
+    arrivals = sorted(request.at for request in receiver.requests)
+    assert arrivals[1] - arrivals[0] >= answer  # the first went alone, a probe
+    at_once = [sum(1 for a in arrivals if t - answer < a <= t) for t in arrivals]
+    assert max(at_once) == 4  # then as many as max_in_flight, never more
+
+
 async def test_a_quick_integration_claimed_ahead_sends_nothing_new_once_disabled(
     start_tocsin: StartTocsin, make_receiver: MakeReceiver, ca_pem: str
 ) -> None:

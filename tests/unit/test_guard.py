@@ -132,3 +132,59 @@ async def test_rebinding_second_answer_is_checked_too() -> None:
     assert [r["host"] for r in await resolver.resolve("rebind.example", 443)] == ["8.8.8.8"]
     with pytest.raises(guard.RefusedAddressError, match="link-local"):
         await resolver.resolve("rebind.example", 443)
+
+
+def uncached_refusal(host: str, allowed: tuple[guard.Network, ...] = ()) -> str | None:
+    """check_address's decision made the long way, with nothing remembered."""
+    address = guard.literal_address(host)
+    return None if address is None else guard.refusal(address, allowed)
+
+
+CHECKED_HOSTS = [
+    *REFUSED,
+    *ALLOWED,
+    "127.1",
+    "2130706433",
+    "0x7f.0.0.1",
+    "127。0。0。1",
+    "[::ffff:7f00:1]",
+    "example.com",
+    "deadbeef",
+    "hooks.example.com.",
+]
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+
+
+@pytest.mark.parametrize("allowed", [(), LOOPBACK], ids=["default", "loopback-allowed"])
+def test_the_cached_decision_is_the_one_made_the_long_way(
+    allowed: tuple[guard.Network, ...],
+) -> None:
+    for _ in range(2):  # the second round answers from the cache
+        for host in CHECKED_HOSTS:
+            assert guard.host_refusal(host, allowed) == uncached_refusal(host, allowed), host
+
+
+def test_the_cache_keeps_decisions_apart_per_allowed_networks() -> None:
+    assert guard.host_refusal("127.0.0.1") == "127.0.0.1 is a loopback address"
+    assert guard.host_refusal("127.0.0.1", LOOPBACK) is None
+    assert guard.host_refusal("127.0.0.1") == "127.0.0.1 is a loopback address"
+    assert guard.host_refusal("127.0.0.1", LOOPBACK[1:]) == "127.0.0.1 is a loopback address"
+
+
+def test_a_refused_address_is_refused_every_time_with_the_same_words() -> None:
+    raised = []
+    for _ in range(2):
+        with pytest.raises(TargetRefused) as refused:
+            guard.check_address("169.254.169.254", [])  # a list, as a caller may pass
+        raised.append(refused.value)
+    assert (
+        str(raised[0])
+        == str(raised[1])
+        == (
+            "target refused: 169.254.169.254 is a link-local (cloud metadata) address; "
+            "TOCSIN_ALLOWED_NETWORKS can allow it"
+        )
+    )
+    assert raised[0] is not raised[1]
+    guard.check_address("127.0.0.1", list(LOOPBACK))
+    guard.check_address("example.com")

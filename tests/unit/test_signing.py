@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tocsin.delivery import sender, signing
 from tocsin.models import BodyFormat, Integration, WebhookSettings
 
@@ -72,3 +74,20 @@ async def test_a_broken_secret_is_a_recorded_failure_not_an_escaped_exception() 
         await broken.close()
     assert not outcome.ok
     assert outcome.error
+
+
+def test_signatures_stay_right_when_a_secret_signs_again_and_again() -> None:
+    # The keyed HMAC is remembered per secret; no signature may leave its data in it.
+    other = "whsec_" + "A" * 43 + "="
+    for _ in range(3):
+        assert signing.sign(
+            SECRET, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, b'{"test": 2432232314}'
+        ) == ("v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=")
+        assert signing.sign(other, "msg_1", 1, b"") == signing.sign(other, "msg_1", 1, b"")
+    assert signing.sign(other, "msg_1", 1, b"") != signing.sign(SECRET, "msg_1", 1, b"")
+
+
+def test_a_broken_secret_fails_every_time() -> None:
+    for _ in range(2):
+        with pytest.raises(ValueError, match="Invalid base64-encoded string"):
+            signing.sign("whsec_not-base64!", "msg_1", 1, b"[]")

@@ -11,6 +11,7 @@ import ipaddress
 import re
 import socket
 from collections.abc import Sequence
+from functools import lru_cache
 
 import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -18,7 +19,7 @@ from aiohttp.resolver import DefaultResolver
 
 from tocsin.config import Network
 
-__all__ = ["GuardedResolver", "Network", "check_address", "refusal"]
+__all__ = ["GuardedResolver", "Network", "check_address", "host_refusal", "refusal"]
 from tocsin.errors import TargetRefused
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -118,11 +119,19 @@ _LEGACY_IPV4 = re.compile(r"[0-9a-fA-FxX.]+")
 
 def check_address(text: str, allowed: Sequence[Network] = ()) -> None:
     """Raise TargetRefused if a host that is an address is refused; names go to the resolver."""
-    address = literal_address(text)
-    if address is None:
-        return
-    if why := refusal(address, allowed):
+    if why := host_refusal(text, tuple(allowed)):
         raise TargetRefused(f"target refused: {why}; TOCSIN_ALLOWED_NETWORKS can allow it")
+
+
+@lru_cache(maxsize=4096)
+def host_refusal(host: str, allowed: tuple[Network, ...] = ()) -> str | None:
+    """Why a URL host that is an address is refused; None when it may be, or is a name.
+
+    Cached: the sender checks a webhook's host before every request, the answer depends
+    on nothing else, and parsing the host anew cost more than the rest of the check.
+    """
+    address = literal_address(host)
+    return None if address is None else refusal(address, allowed)
 
 
 class RefusedAddressError(OSError):

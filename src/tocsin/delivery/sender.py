@@ -10,10 +10,13 @@ import os
 import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
-from types import SimpleNamespace
+from contextvars import ContextVar
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp.connector import Connection
+from aiohttp.tracing import Trace
 
 from tocsin import __version__, formats
 from tocsin.clock import Clock, SystemClock
@@ -44,12 +47,11 @@ class Sender:
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
             resolver = guard.GuardedResolver(self._allowed, self._resolver)
-            connector = aiohttp.TCPConnector(limit=0, resolver=resolver, ttl_dns_cache=10)
+            connector = _DeadlineConnector(limit=0, resolver=resolver, ttl_dns_cache=10)
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 auto_decompress=False,
                 cookie_jar=aiohttp.DummyCookieJar(),
-                trace_configs=[_connection_tracing()],
             )
         return self._session
 
@@ -65,11 +67,22 @@ class Sender:
         secrets: Sequence[str],
         webhook_id: str,
         body: bytes,
+        on_written: Callable[[], None] | None = None,
     ) -> AttemptOutcome:
-        """POST (or PUT) the body once; no retries."""
+        """POST (or PUT) the body once; no retries.
+
+        The body is let go once written (`_SentOnce`): the caller should hold no reference
+        of its own while the request runs, so that waiting for a slow receiver's answer
+        keeps no body in memory.
+        """
         started_at = self._clock.now()
         start = time.perf_counter()
-        status, error, text = await self._exchange(settings, secrets, webhook_id, body, started_at)
+        size = len(body)
+        exchange = self._exchange(
+            settings, secrets, webhook_id, body, started_at, on_written=on_written
+        )
+        del body
+        status, error, text = await exchange
         return AttemptOutcome(
             ok=error is None,
             status_code=status,
@@ -77,7 +90,7 @@ class Sender:
             response_body=text,
             duration_ms=round((time.perf_counter() - start) * 1000, 3),
             started_at=started_at,
-            request_size=len(body),
+            request_size=size,
         )
 
     async def _exchange(
@@ -87,19 +100,26 @@ class Sender:
         webhook_id: str,
         body: bytes,
         now: float,
+        *,
+        on_written: Callable[[], None] | None,
     ) -> tuple[int | None, str | None, str | None]:
-        limits = aiohttp.ClientTimeout(
-            total=None, sock_connect=settings.connection_timeout, sock_read=settings.request_timeout
-        )
+        limits = _limits(settings.connection_timeout, settings.request_timeout)
         try:
             # Inside the try: a bad stored secret or certificate is a failed attempt, recorded.
             headers = request_headers(settings, secrets, webhook_id, body, int(now))
-            guard.check_address(urlsplit(settings.url).hostname or "", self._allowed)
+            payload = _SentOnce(
+                body, content_type=formats.content_type(settings.format), on_written=on_written
+            )
+            del body
+            guard.check_address(_host(settings.url), self._allowed)
             async with asyncio.timeout(
                 settings.connection_timeout + settings.request_timeout
             ) as deadline:
-                connected = _restart(deadline, settings.request_timeout)
-                return await self._request(settings, headers, body, limits, connected)
+                pending = _DEADLINE.set((deadline, settings.request_timeout))
+                try:
+                    return await self._request(settings, headers, payload, limits)
+                finally:
+                    _DEADLINE.reset(pending)
         except Exception as exc:
             return None, describe_error(exc, settings), None
 
@@ -107,9 +127,8 @@ class Sender:
         self,
         settings: WebhookSettings,
         headers: Mapping[str, str],
-        body: bytes,
+        body: _SentOnce,
         limits: aiohttp.ClientTimeout,
-        connected: Callable[[], None],
     ) -> tuple[int | None, str | None, str | None]:
         context = tls.client_context(settings.verify_tls, settings.ca_certificate)
         async with self._client().request(
@@ -120,7 +139,6 @@ class Sender:
             ssl=context,
             timeout=limits,
             allow_redirects=False,
-            trace_request_ctx=connected,
         ) as response:
             text = await read_capped(response)
             if 200 <= response.status < 300:  # noqa: PLR2004 - 2xx is success (SPEC 4)
@@ -128,32 +146,89 @@ class Sender:
             return response.status, status_error(response), text
 
 
-def _restart(deadline: asyncio.Timeout, seconds: float) -> Callable[[], None]:
-    """Once connected, the response has `seconds` (request_timeout) left, never more in all.
+_WRITE_PIECE = 16 << 10  # bytes: the largest TLS record
 
-    aiohttp's sock_read restarts with every byte, so alone it would let a receiver that
-    trickles its answer hold the attempt until the connection + request cap.
+
+class _SentOnce(aiohttp.BytesPayload):
+    """A request body that lets go of its bytes once they are written in full.
+
+    A receiver that reads a request and never answers would otherwise keep its body in
+    memory until the request times out (up to connection + request timeout), for every
+    request in flight to it. Written, it is also consumed: aiohttp then never writes it
+    a second time (its one retry of a PUT whose reused connection turned out closed);
+    that attempt fails and is retried on tocsin's schedule instead.
     """
-    loop = asyncio.get_running_loop()
 
-    def restart() -> None:
-        cap, due = deadline.when(), loop.time() + seconds
-        deadline.reschedule(due if cap is None else min(cap, due))
+    def __init__(
+        self, value: bytes, *, content_type: str, on_written: Callable[[], None] | None
+    ) -> None:
+        super().__init__(value, content_type=content_type)
+        self._on_written = on_written
 
-    return restart
+    async def write_with_length(
+        self, writer: aiohttp.abc.AbstractStreamWriter, content_length: int | None
+    ) -> None:
+        # In pieces of one TLS record: the TLS layer's outgoing buffer grows to the largest
+        # piece written at once and keeps that size for the connection's life, so one
+        # large write would leave every connection holding a buffer the body's size.
+        body = memoryview(self._value)[:content_length]
+        for start in range(0, len(body), _WRITE_PIECE):
+            await writer.write(body[start : start + _WRITE_PIECE])
+        self._value = b""
+        self._consumed = True
+        if self._on_written is not None:
+            self._on_written()
 
 
-def _connection_tracing() -> aiohttp.TraceConfig:
-    tracing = aiohttp.TraceConfig()
-    tracing.on_connection_create_end.append(_on_connected)  # after TCP and TLS
-    tracing.on_connection_reuseconn.append(_on_connected)
-    return tracing
+_DEADLINE: ContextVar[tuple[asyncio.Timeout, float] | None] = ContextVar(
+    "tocsin_deadline", default=None
+)
+"""The attempt's deadline and its request_timeout, for the connector to restart."""
 
 
-async def _on_connected(_: aiohttp.ClientSession, context: SimpleNamespace, __: object) -> None:
-    connected = context.trace_request_ctx
-    if callable(connected):
-        connected()
+class _DeadlineConnector(aiohttp.TCPConnector):
+    """Restarts the attempt's deadline once the request has its connection, new or pooled.
+
+    Once connected, the response has request_timeout left, never more than the
+    connection + request cap in all. aiohttp's sock_read restarts with every byte, so
+    alone it would let a receiver that trickles its answer hold the attempt until the cap.
+    `connect` is the one call every request makes for its connection (after TCP and TLS
+    for a new one); hooking it costs a context variable, where a TraceConfig made every
+    request send half a dozen signals.
+    """
+
+    async def connect(
+        self,
+        req: aiohttp.ClientRequest,
+        traces: list[Trace],
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 - aiohttp's names: it passes keywords
+    ) -> Connection:
+        connection = await super().connect(req, traces, timeout)
+        if (pending := _DEADLINE.get()) is not None:
+            try:
+                _restart(*pending)
+            except BaseException:
+                connection.close()
+                raise
+        return connection
+
+
+def _restart(deadline: asyncio.Timeout, seconds: float) -> None:
+    """From now, `seconds` left on the deadline, or what it had if that is sooner."""
+    cap, due = deadline.when(), asyncio.get_running_loop().time() + seconds
+    deadline.reschedule(due if cap is None else min(cap, due))
+
+
+@lru_cache(maxsize=256, typed=True)
+def _limits(connect: float, request: float) -> aiohttp.ClientTimeout:
+    """aiohttp's timeouts for a pair of settings; the object is immutable, so shared."""
+    return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=request)
+
+
+@lru_cache(maxsize=4096)
+def _host(url: str) -> str:
+    """The host of a webhook URL, as the guard checks it."""
+    return urlsplit(url).hostname or ""
 
 
 def valid_text(text: str) -> str:
@@ -180,10 +255,15 @@ def request_headers(
     Names are compared without case: of two headers differing only in case the later
     wins, and the signature headers are always tocsin's own.
     """
-    by_name: dict[str, tuple[str, str]] = {}
-    defaults = {"Content-Type": formats.content_type(settings.format), "User-Agent": USER_AGENT}
+    content_type = formats.content_type(settings.format)
     signed = signing.headers(secrets, webhook_id, timestamp, body)
-    for layer in (defaults, settings.headers, signed):
+    if not settings.headers:  # the common case: nothing to merge, the names all differ
+        return {"Content-Type": content_type, "User-Agent": USER_AGENT, **signed}
+    by_name = {
+        "content-type": ("Content-Type", content_type),
+        "user-agent": ("User-Agent", USER_AGENT),
+    }
+    for layer in (settings.headers, signed):
         for name, value in layer.items():
             by_name[name.lower()] = (name, value)
     return dict(by_name.values())

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import secrets
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
 
 from tocsin import retention, retry
@@ -49,6 +50,9 @@ _RECORD_BATCH = 1000
 _RELISTEN_DELAY = 5.0  # seconds between tries to listen again; polling goes on meanwhile
 _PREFETCH = 2  # deliveries claimed ahead per healthy integration, in units of max_in_flight
 _QUICK_MS = 250.0  # a request answered within this is quick enough to claim ahead for
+_UNSENT_BUDGET = 16 << 20  # bytes of claimed bodies not yet written, above which none is claimed
+_CLAIM_LIMIT = 1000  # deliveries per claim at most
+_FIRST_BODY_GUESS = 1 << 20  # bytes: the mean body size assumed before any was claimed
 
 
 class Dispatcher:
@@ -76,6 +80,9 @@ class Dispatcher:
         self._in_flight: Counter[int] = Counter()  # requests running, per integration
         self._ready: dict[int, deque[Claim]] = {}  # claimed ahead, waiting for a slot
         self._healthy: set[int] = set()  # integrations whose last request succeeded quickly
+        self._proven: set[int] = set()  # integrations whose last request succeeded
+        self._unsent = 0  # bytes of claimed bodies not yet written to their receivers
+        self._mean_body = float(_FIRST_BODY_GUESS)
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
@@ -111,6 +118,8 @@ class Dispatcher:
         Ready claims are not sent: their leases expire and they are claimed again.
         """
         self._stopping = True
+        for ready in self._ready.values():
+            self._let_go(ready)
         self._ready.clear()
         self._loops[0].cancel()
         if self._tasks:
@@ -132,18 +141,36 @@ class Dispatcher:
     async def _claim_loop(self) -> None:
         while True:
             self._wake.clear()
-            try:
-                claims = await self._store.claim(self._limits(), self._clock.now())
-            except StoreError:
-                log.exception("claiming deliveries failed; retrying shortly")
-                claims = []
-            for claim in claims:
-                self._start(claim)
-            if not claims:
+            if not await self._claim():
                 await self._idle()
 
-    def _limits(self) -> ClaimLimits:
-        """Running and ready deliveries hold a slot each; healthy integrations claim ahead."""
+    async def _claim(self) -> int:
+        """Claim what the free slots allow and start it; how many deliveries were claimed.
+
+        A method of its own so that no claim outlives it here: once sent, a request's
+        body is held by nothing (see `_deliver`).
+        """
+        room = _UNSENT_BUDGET - self._unsent
+        if room <= 0:
+            return 0  # a body that gets written frees room and wakes us
+        try:
+            claims = await self._store.claim(self._limits(room), self._clock.now())
+        except StoreError:
+            log.exception("claiming deliveries failed; retrying shortly")
+            return 0
+        for claim in claims:
+            size = len(claim.delivery.body)
+            self._unsent += size
+            self._mean_body += (size - self._mean_body) / 16
+            self._start(claim)
+        return len(claims)
+
+    def _limits(self, room: int) -> ClaimLimits:
+        """Running and ready deliveries hold a slot each; healthy integrations claim ahead.
+
+        Integrations not proven by an answer get one request at a time; and a claim takes
+        no more deliveries than, at the mean body size so far, fit in `room` bytes.
+        """
         held: Counter[int] = Counter(self._in_flight)
         for integration_id, ready in self._ready.items():
             held[integration_id] += len(ready)
@@ -153,7 +180,9 @@ class Dispatcher:
             max_in_flight=most,
             in_flight=held,
             lease_margin=self._settings.lease_margin,
+            limit=max(1, min(_CLAIM_LIMIT, int(room / self._mean_body))),
             ahead=dict.fromkeys(self._healthy, most * _PREFETCH),
+            proven=self._proven,
         )
 
     async def _idle(self) -> None:
@@ -198,9 +227,10 @@ class Dispatcher:
         Dropped claims stay leased until their lease expires; a disabled or deleted
         integration's deliveries are cancelled in the database meanwhile.
         """
+        self._healthy.discard(integration.id)  # its receiver may be another one now
+        self._proven.discard(integration.id)
         if gone or not integration.settings.enabled:
-            self._ready.pop(integration.id, None)
-            self._healthy.discard(integration.id)
+            self._let_go(self._ready.pop(integration.id, ()))
             return
         ready = self._ready.get(integration.id)
         if ready:
@@ -223,27 +253,51 @@ class Dispatcher:
             if claim.lease_until - now >= lease_seconds(claim.integration, 0.0):
                 self._start(claim)
                 break
+            self._let_go([claim])
         if not ready:
             self._ready.pop(integration_id, None)
+
+    def _let_go(self, claims: Iterable[Claim]) -> None:
+        """Claims that will not be sent here: their bodies no longer count as unsent."""
+        for claim in claims:
+            self._written(len(claim.delivery.body))
+
+    def _written(self, size: int) -> None:
+        """A claimed body was written (or never will be): room for more, if claiming waits."""
+        waiting = self._unsent >= _UNSENT_BUDGET
+        self._unsent -= size
+        if waiting and self._unsent < _UNSENT_BUDGET:
+            self.wake()
 
     # sending ----------------------------------------------------------------
 
     async def _deliver(self, claim: Claim) -> None:
-        delivery, integration = claim.delivery, claim.integration
+        integration, delivery = claim.integration, claim.delivery
+        delivery_id, failures = delivery.id, delivery.failures
+        written = _Once(functools.partial(self._written, len(delivery.body)))
         try:
-            outcome = await self._sender.send(
+            sending = self._sender.send(
                 integration.settings,
                 secrets=integration.signing_secrets(self._clock.now()),
                 webhook_id=delivery.webhook_id,
                 body=delivery.body,
+                on_written=written,
             )
+            # From here only the request holds the body, and it lets go once the body is
+            # written: a receiver that never answers does not keep bodies in memory.
+            del claim, delivery
+            outcome = await sending
+            if outcome.ok:
+                self._proven.add(integration.id)
+            else:
+                self._proven.discard(integration.id)
             if outcome.ok and outcome.duration_ms < _QUICK_MS:
                 self._healthy.add(integration.id)
             else:
                 self._healthy.discard(integration.id)
-            status, next_at = retry.decide(delivery.failures, outcome.ok, self._clock.now())
+            status, next_at = retry.decide(failures, outcome.ok, self._clock.now())
             record = AttemptRecord(
-                delivery_id=delivery.id,
+                delivery_id=delivery_id,
                 integration_id=integration.id,
                 outcome=outcome,
                 status=status,
@@ -251,6 +305,7 @@ class Dispatcher:
             )
             self._records.put_nowait(record)
         finally:
+            written()  # if the body was never written in full
             self._in_flight[integration.id] -= 1
             if self._in_flight[integration.id] <= 0:
                 del self._in_flight[integration.id]
@@ -289,3 +344,17 @@ class Dispatcher:
             except TocsinError:
                 log.exception("notifying about auto-disabled integrations failed")
         self.wake()
+
+
+class _Once:
+    """Calls `action` the first time it is called, and never again."""
+
+    __slots__ = ("_action",)
+
+    def __init__(self, action: Callable[[], object]) -> None:
+        self._action: Callable[[], object] | None = action
+
+    def __call__(self) -> None:
+        action, self._action = self._action, None
+        if action is not None:
+            action()

@@ -8,6 +8,7 @@ this Protocol only. Every method is one transaction.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
@@ -73,6 +74,9 @@ class ClaimLimits:
     `in_flight` is this worker's count of deliveries it holds per integration (sending or
     claimed ahead); an integration gets at most `max_in_flight` plus its `ahead` (the
     deliveries the worker may claim ahead for it) minus that many new deliveries.
+    `proven`, when given, holds the integrations whose receivers answered the worker's
+    last request; any other gets one request at a time (a probe) instead of
+    `max_in_flight`, so a receiver that is down or silent is not sent several at once.
     """
 
     owner: str
@@ -81,9 +85,12 @@ class ClaimLimits:
     lease_margin: float
     limit: int = 1000
     ahead: Mapping[int, int] = field(default_factory=dict)
+    proven: AbstractSet[int] | None = None
 
     def slots(self, integration_id: int) -> int:
         """How many deliveries the worker may hold for the integration."""
+        if self.proven is not None and integration_id not in self.proven:
+            return 1 + self.ahead.get(integration_id, 0)
         return self.max_in_flight + self.ahead.get(integration_id, 0)
 
     def saturated(self) -> list[int]:

@@ -14,7 +14,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -57,7 +56,8 @@ from tocsin.store.base import (
 )
 
 T = TypeVar("T")
-_Call = tuple[Callable[[sqlite3.Connection], Any], "Future[Any]"]
+_Call = tuple[Callable[[sqlite3.Connection], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+_Done = tuple["asyncio.Future[Any]", Any, BaseException | None]
 _GROUP_MAX = 256  # calls committed together at most
 _CANCEL_BATCHES = 100  # deliveries made per statement when cancelling what is queued
 Q = queries.load("sqlite")
@@ -85,10 +85,16 @@ class SqliteStore:
     # plumbing -------------------------------------------------------------
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn` as one transaction on the store's thread; return once it is committed."""
-        future: Future[T] = Future()
-        self._queue.put((fn, future))
-        return await asyncio.wrap_future(future)
+        """Run `fn` as one transaction on the store's thread; return once it is committed.
+
+        The thread settles the awaited future through the loop directly: no concurrent
+        Future chained to it, whose reference cycle would keep a claim's request bodies
+        alive until the garbage collector's next full pass.
+        """
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[T] = loop.create_future()
+        self._queue.put((fn, loop, waiter))
+        return await waiter
 
     def _serve(self) -> None:
         """The store's thread: commits waiting calls in groups, until close() says stop.
@@ -121,14 +127,14 @@ class SqliteStore:
             self._conn = None
 
     def _commit_group(self, group: list[_Call]) -> None:
-        calls = [(fn, future) for fn, future in group if future.set_running_or_notify_cancel()]
+        calls = [call for call in group if not call[2].cancelled()]  # cancelled while queued
         if not calls:
             return
-        done: list[tuple[Future[Any], Any, BaseException | None]] = []
+        done: list[_Done] = []
         try:
             conn = self._connection()
             conn.execute("BEGIN IMMEDIATE")
-            for fn, future in calls:
+            for fn, _, future in calls:
                 conn.execute("SAVEPOINT call")
                 try:
                     result = fn(conn)
@@ -145,15 +151,13 @@ class SqliteStore:
                 if self._conn is not None and self._conn.in_transaction:
                     self._conn.rollback()
             failed = self._error(exc)
-            for _, future in calls:
-                if not future.done():
-                    future.set_exception(failed)
-            return
-        for future, result, error in done:
-            if error is None:
-                future.set_result(result)
-            else:
-                future.set_exception(error)
+            done = [(future, None, failed) for _, _, future in calls]
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Done]] = {}
+        for (_, loop, _), outcome in zip(calls, done, strict=True):
+            by_loop.setdefault(loop, []).append(outcome)
+        for loop, settled in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the loop was closed: nobody waits
+                loop.call_soon_threadsafe(_settle, settled)
 
     def _error(self, exc: BaseException) -> BaseException:
         if isinstance(exc, sqlite3.Error):
@@ -971,6 +975,17 @@ def _statements(script: str) -> Iterable[str]:
             buffer = []
     if "".join(buffer).strip():
         yield "\n".join(buffer)
+
+
+def _settle(settled: list[_Done]) -> None:
+    """On the loop: hand each call's result or error to whoever still waits for it."""
+    for future, result, error in settled:
+        if future.done():  # cancelled meanwhile
+            continue
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
 
 
 def _insert(conn: sqlite3.Connection, name: str, params: Mapping[str, Any]) -> int:
