@@ -50,7 +50,7 @@ _RECORD_BATCH = 1000
 _RELISTEN_DELAY = 5.0  # seconds between tries to listen again; polling goes on meanwhile
 _PREFETCH = 2  # deliveries claimed ahead per healthy integration, in units of max_in_flight
 _QUICK_MS = 250.0  # a request answered within this is quick enough to claim ahead for
-_UNSENT_BUDGET = 16 << 20  # bytes of claimed bodies not yet written, above which none is claimed
+_UNSENT_BUDGET = 64 << 20  # bytes of claimed bodies not yet written, above which none is claimed
 _CLAIM_LIMIT = 1000  # deliveries per claim at most
 _FIRST_BODY_GUESS = 1 << 20  # bytes: the mean body size assumed before any was claimed
 
