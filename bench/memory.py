@@ -12,12 +12,13 @@ settings, `mem_clients` clients (tenants) and `mem_integrations` integrations am
 
 Then `mem_pending / S` distinct hits are POSTed, `mem_per_post` per request, which queues
 `mem_pending` notifications (checked with /metrics `tocsin_queued_notifications`:
-notifications accepted and not delivered). The dispatcher claims what the silent
-integrations' slots allow, `max_in_flight` requests of up to `max_batch` notifications
-each, and holds those requests in memory until they time out; the rest waits in the
-database. So S decides how much of the queue is in memory: with 20, 40,000 of the
-1,000,000 (4 %); with 1,000, every notification (2 requests of 500 each per integration).
-RSS (VmRSS, and the peak VmHWM) comes from /proc/<pid>/status.
+notifications accepted and not delivered). A receiver that has not answered gets one
+request at a time, so the dispatcher sends each silent integration one request of up to
+`max_batch` notifications and keeps its connection open until the request times out;
+the body is let go once written, and the rest waits in the database. So S decides how
+many requests are open: 20, or 1,000 (with 500,000 of the 1,000,000 notifications sent
+and waiting for an answer). RSS (VmRSS, and the peak VmHWM) comes from
+/proc/<pid>/status.
 
 The integrations are spread over clients because every change to an integration is a
 system event that tocsin ingests, and each ingest reads (and decrypts) every enabled
@@ -133,13 +134,13 @@ async def measure(options: Options, count: int) -> Footprint:
 def describe(options: Options, footprint: Footprint) -> str:
     """One variant's figures, step by step."""
     hits = options.mem_pending // footprint.silent
-    claimable = footprint.silent * options.max_in_flight * options.max_batch
+    claimable = footprint.silent * options.max_batch  # one request each: they never answer
     lines = [
         (
             f"{options.mem_integrations:,} integrations in {options.mem_clients} clients, "
             f"{footprint.silent:,} of them silent: {hits:,} hits to each, "
             f"{footprint.queued:,} notifications queued, at most "
-            f"{min(claimable, footprint.queued):,} of them claimable (in memory)"
+            f"{min(claimable, footprint.queued):,} of them sent and waiting for an answer"
         ),
         _rss_line("RSS after start", footprint.started),
         _rss_line(
