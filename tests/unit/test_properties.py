@@ -22,6 +22,7 @@ from tocsin import formats, retry, sampling
 from tocsin.api.schemas import IntegrationIn
 from tocsin.models import BodyFormat, DeliveryStatus
 from tocsin.store import grouping
+from tocsin.store.base import in_turn
 
 FAST = settings(max_examples=100, deadline=None)
 SLOW = settings(max_examples=40, deadline=None)  # for the costlier examples
@@ -539,3 +540,16 @@ def test_batches_are_consecutive_deliveries_each_within_max_batch(
             assert sum(taken) + rest[0] > max_batch
     # every group is taken unless `most` deliveries were made
     assert ends[-1] == len(counts) or len(sizes) == most
+
+
+@given(
+    ids=st.lists(st.integers(min_value=1, max_value=50), unique=True).map(sorted),
+    after=st.integers(min_value=0, max_value=60),
+)
+def test_in_turn_starts_after_the_last_and_wraps_around(ids: list[int], after: int) -> None:
+    turn = in_turn(ids, after)
+
+    assert sorted(turn) == ids
+    later = [i for i in ids if i > after]
+    assert turn[: len(later)] == later  # those after `after` first, ascending
+    assert turn[len(later) :] == [i for i in ids if i <= after]  # then from the lowest

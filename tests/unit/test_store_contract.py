@@ -343,6 +343,26 @@ async def test_deliveries_made_in_one_claim_are_the_ones_stored(
 
 
 @pytest.mark.max_batch(1)
+async def test_a_byte_limit_stops_new_deliveries_and_each_integration_gets_its_turn(
+    store: Store, client: Client
+) -> None:
+    first, second, third = [await hook(store, client, name) for name in ("a", "b", "c")]
+    await store.ingest(client.id, events(3), T0)
+    one_each = {"max_bytes": 1, "max_in_flight": 1}
+
+    taken = await claim(store, **one_each)
+    assert [c.integration.id for c in taken] == [first.id]  # it crossed the limit: the end
+    taken = await claim(store, **one_each, after=first.id)
+    assert [c.integration.id for c in taken] == [second.id]
+    taken = await claim(store, **one_each, after=third.id)  # wraps around
+    assert [c.integration.id for c in taken] == [first.id]
+    everything = await claim(store, max_in_flight=1, after=second.id)
+    assert [c.integration.id for c in everything] == [third.id, first.id, second.id]
+    left = [await store.queued_notifications(i.id) for i in (first, second, third)]
+    assert left == [0, 1, 2]
+
+
+@pytest.mark.max_batch(1)
 async def test_max_in_flight_bounds_each_integration_without_starving_others(
     store: Store, client: Client
 ) -> None:

@@ -171,9 +171,12 @@ class _SentOnce(aiohttp.BytesPayload):
         # In pieces of one TLS record: the TLS layer's outgoing buffer grows to the largest
         # piece written at once and keeps that size for the connection's life, so one
         # large write would leave every connection holding a buffer the body's size.
-        body = memoryview(self._value)[:content_length]
+        # Copies, not views: a transport that keeps a piece until it is flushed (uvloop
+        # does) then holds 16 KiB, not the whole body.
+        body = self._value if content_length is None else self._value[:content_length]
         for start in range(0, len(body), _WRITE_PIECE):
             await writer.write(body[start : start + _WRITE_PIECE])
+        del body
         self._value = b""
         self._consumed = True
         if self._on_written is not None:

@@ -51,8 +51,6 @@ _RELISTEN_DELAY = 5.0  # seconds between tries to listen again; polling goes on 
 _PREFETCH = 2  # deliveries claimed ahead per healthy integration, in units of max_in_flight
 _QUICK_MS = 250.0  # a request answered within this is quick enough to claim ahead for
 _UNSENT_BUDGET = 64 << 20  # bytes of claimed bodies not yet written, above which none is claimed
-_CLAIM_LIMIT = 1000  # deliveries per claim at most
-_FIRST_BODY_GUESS = 1 << 20  # bytes: the mean body size assumed before any was claimed
 
 
 class Dispatcher:
@@ -81,8 +79,9 @@ class Dispatcher:
         self._ready: dict[int, deque[Claim]] = {}  # claimed ahead, waiting for a slot
         self._healthy: set[int] = set()  # integrations whose last request succeeded quickly
         self._proven: set[int] = set()  # integrations whose last request succeeded
+        self._changes: Counter[int] = Counter()  # changes per integration, in this process
         self._unsent = 0  # bytes of claimed bodies not yet written to their receivers
-        self._mean_body = float(_FIRST_BODY_GUESS)
+        self._after = 0  # the integration the last claim ended with: the next starts after it
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
@@ -159,17 +158,19 @@ class Dispatcher:
             log.exception("claiming deliveries failed; retrying shortly")
             return 0
         for claim in claims:
-            size = len(claim.delivery.body)
-            self._unsent += size
-            self._mean_body += (size - self._mean_body) / 16
+            self._unsent += len(claim.delivery.body)
             self._start(claim)
+        if claims:
+            self._after = claims[-1].integration.id
         return len(claims)
 
     def _limits(self, room: int) -> ClaimLimits:
         """Running and ready deliveries hold a slot each; healthy integrations claim ahead.
 
-        Integrations not proven by an answer get one request at a time; and a claim takes
-        no more deliveries than, at the mean body size so far, fit in `room` bytes.
+        Integrations not proven by an answer get one request at a time. New deliveries
+        stop at `room` bytes of bodies, and while less than half the budget is left
+        nobody claims ahead: what room there is goes to requests that can start now, each
+        integration in its turn.
         """
         held: Counter[int] = Counter(self._in_flight)
         for integration_id, ready in self._ready.items():
@@ -180,9 +181,12 @@ class Dispatcher:
             max_in_flight=most,
             in_flight=held,
             lease_margin=self._settings.lease_margin,
-            limit=max(1, min(_CLAIM_LIMIT, int(room / self._mean_body))),
-            ahead=dict.fromkeys(self._healthy, most * _PREFETCH),
-            proven=self._proven,
+            ahead=dict.fromkeys(self._healthy, most * _PREFETCH)
+            if 2 * room >= _UNSENT_BUDGET
+            else {},
+            proven=frozenset(self._proven),
+            max_bytes=room,
+            after=self._after,
         )
 
     async def _idle(self) -> None:
@@ -229,6 +233,7 @@ class Dispatcher:
         """
         self._healthy.discard(integration.id)  # its receiver may be another one now
         self._proven.discard(integration.id)
+        self._changes[integration.id] += 1  # answers to requests sent before prove nothing
         if gone or not integration.settings.enabled:
             self._let_go(self._ready.pop(integration.id, ()))
             return
@@ -274,6 +279,7 @@ class Dispatcher:
     async def _deliver(self, claim: Claim) -> None:
         integration, delivery = claim.integration, claim.delivery
         delivery_id, failures = delivery.id, delivery.failures
+        changes = self._changes[integration.id]
         written = _Once(functools.partial(self._written, len(delivery.body)))
         try:
             sending = self._sender.send(
@@ -287,14 +293,15 @@ class Dispatcher:
             # written: a receiver that never answers does not keep bodies in memory.
             del claim, delivery
             outcome = await sending
-            if outcome.ok:
-                self._proven.add(integration.id)
-            else:
+            if not outcome.ok:
                 self._proven.discard(integration.id)
-            if outcome.ok and outcome.duration_ms < _QUICK_MS:
-                self._healthy.add(integration.id)
-            else:
                 self._healthy.discard(integration.id)
+            elif changes == self._changes[integration.id]:  # the integration is as it was sent
+                self._proven.add(integration.id)
+                if outcome.duration_ms < _QUICK_MS:
+                    self._healthy.add(integration.id)
+                else:
+                    self._healthy.discard(integration.id)
             status, next_at = retry.decide(failures, outcome.ok, self._clock.now())
             record = AttemptRecord(
                 delivery_id=delivery_id,

@@ -77,6 +77,10 @@ class ClaimLimits:
     `proven`, when given, holds the integrations whose receivers answered the worker's
     last request; any other gets one request at a time (a probe) instead of
     `max_in_flight`, so a receiver that is down or silent is not sent several at once.
+    `max_bytes`, when given, stops making new deliveries once their bodies reach it (the
+    integration that crosses it keeps what it got); `after` is where the walk over queued
+    integrations starts, after the id the last claim ended with, so that when bytes are
+    short every integration gets its turn rather than the lowest ids each time.
     """
 
     owner: str
@@ -86,12 +90,18 @@ class ClaimLimits:
     limit: int = 1000
     ahead: Mapping[int, int] = field(default_factory=dict)
     proven: AbstractSet[int] | None = None
+    max_bytes: int | None = None
+    after: int = 0
 
     def slots(self, integration_id: int) -> int:
         """How many deliveries the worker may hold for the integration."""
         if self.proven is not None and integration_id not in self.proven:
             return 1 + self.ahead.get(integration_id, 0)
         return self.max_in_flight + self.ahead.get(integration_id, 0)
+
+    def bytes_left(self, made: int) -> bool:
+        """Whether new deliveries may still be made, `made` bytes of bodies made so far."""
+        return self.max_bytes is None or made < self.max_bytes
 
     def saturated(self) -> list[int]:
         """Integrations with no free slot: their due deliveries must not take up the claim."""
@@ -138,20 +148,28 @@ def claim_queued(
     of the oldest queued groups, in one go, and returns them (none when nothing is queued).
     """
     claims: list[Claim] = []
+    made = 0  # bytes of the bodies made
     for integration in integrations:
-        if len(claims) >= room:
+        if len(claims) >= room or not limits.bytes_left(made):
             break
         taken = slots.take_up_to(integration.id, room - len(claims))
         if not taken:
             continue
         lease = (limits.owner, now + lease_seconds(integration, limits.lease_margin))
-        made = new_deliveries(integration, lease, taken)
-        slots.give_back(integration.id, taken - len(made))
+        deliveries = new_deliveries(integration, lease, taken)
+        slots.give_back(integration.id, taken - len(deliveries))
+        made += sum(len(delivery.body) for delivery in deliveries)
         claims.extend(
             Claim(delivery=delivery, integration=integration, lease_until=lease[1])
-            for delivery in made
+            for delivery in deliveries
         )
     return claims
+
+
+def in_turn(integration_ids: Sequence[int], after: int) -> list[int]:
+    """Ascending ids, starting after `after` and wrapping around (pure)."""
+    later = [i for i in integration_ids if i > after]
+    return later + [i for i in integration_ids if i <= after]
 
 
 def lease_seconds(integration: Integration, margin: float) -> float:

@@ -46,6 +46,7 @@ from tocsin.store.base import (
     Turn,
     claim_queued,
     denylisted_already,
+    in_turn,
     last_administrator,
     lease_seconds,
     next_turn,
@@ -655,7 +656,7 @@ class MemoryStore:
     def _claim_outbox(
         self, limits: ClaimLimits, slots: ClaimSlots, now: float, *, room: int
     ) -> list[Claim]:
-        queued = (self._live(integration_id) for integration_id in sorted(self._outbox))
+        queued = (self._live(i) for i in in_turn(sorted(self._outbox), limits.after))
         return claim_queued(
             (found for found in queued if found is not None),
             limits,

@@ -70,6 +70,7 @@ from tocsin.store.base import (
     StoreStats,
     Turn,
     denylisted_already,
+    in_turn,
     last_administrator,
     lease_seconds,
     next_turn,
@@ -688,14 +689,18 @@ class PostgresStore:
         self, conn: Conn, limits: ClaimLimits, slots: ClaimSlots, now: float, *, room: int
     ) -> list[Claim]:
         claims: list[Claim] = []
-        for (integration_id,) in await conn.fetch(Q["outbox_integrations"]):
-            if len(claims) >= room:
+        made = 0  # bytes of the bodies made
+        queued = [row[0] for row in await conn.fetch(Q["outbox_integrations"])]
+        for integration_id in in_turn(queued, limits.after):
+            if len(claims) >= room or not limits.bytes_left(made):
                 break
             row = await conn.fetchrow(Q["integration_for_claim"], integration_id)
             if row is not None:
                 integration = self._codec.integration(row)
                 left = room - len(claims)
-                claims += await self._batches(conn, integration, limits, slots, now, room=left)
+                batches = await self._batches(conn, integration, limits, slots, now, room=left)
+                made += sum(len(claim.delivery.body) for claim in batches)
+                claims += batches
         return claims
 
     async def _batches(

@@ -50,6 +50,7 @@ from tocsin.store.base import (
     Turn,
     claim_queued,
     denylisted_already,
+    in_turn,
     last_administrator,
     lease_seconds,
     next_turn,
@@ -728,7 +729,7 @@ class SqliteStore:
         room: int,
     ) -> list[Claim]:
         cache = _IntegrationCache(conn, self._codec)
-        queued = [row[0] for row in conn.execute(Q["outbox_integrations"])]
+        queued = in_turn([row[0] for row in conn.execute(Q["outbox_integrations"])], limits.after)
         return claim_queued(
             (found for found in map(cache.get, queued) if found is not None),
             limits,
@@ -757,14 +758,13 @@ class SqliteStore:
         """
         batch = self._max_batch
         params = {"integration_id": integration.id, "limit": most * batch}
-        rows = conn.execute(Q["outbox_batch"], params).fetchall()
-        if not rows:
+        counts = conn.execute(Q["outbox_counts"], params).fetchall()
+        if not counts:
             return []
-        sizes = grouping.batches([row[1] for row in rows], batch, most)
-        conn.execute(
-            Q["delete_outbox_upto"],
-            {"integration_id": integration.id, "last_id": rows[sum(sizes) - 1][0]},
-        )
+        sizes = grouping.batches([row[1] for row in counts], batch, most)
+        upto = {"integration_id": integration.id, "last_id": counts[sum(sizes) - 1][0]}
+        rows = conn.execute(Q["outbox_upto"], upto).fetchall()  # the groups taken, with blobs
+        conn.execute(Q["delete_outbox_upto"], upto)
         first = conn.execute(Q["next_delivery_id"]).fetchone()[0]
         waiting = status is DeliveryStatus.PENDING
         lease_owner, lease_until = lease or (None, None)

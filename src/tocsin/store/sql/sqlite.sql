@@ -214,9 +214,13 @@ WITH RECURSIVE ids (i) AS (
 )
 SELECT i FROM ids WHERE i IS NOT NULL;
 
--- name: outbox_batch
+-- name: outbox_counts
+-- Counts only: the blobs of the groups that fit are read by outbox_upto.
+SELECT id, count FROM outbox WHERE integration_id = :integration_id ORDER BY id LIMIT :limit;
+
+-- name: outbox_upto
 SELECT o.id, o.count, e.notifications FROM outbox o JOIN events e ON e.id = o.event_id
-WHERE o.integration_id = :integration_id ORDER BY o.id LIMIT :limit;
+WHERE o.integration_id = :integration_id AND o.id <= :last_id ORDER BY o.id;
 
 -- name: delete_outbox_upto
 DELETE FROM outbox WHERE integration_id = :integration_id AND id <= :last_id;
