@@ -50,7 +50,7 @@ _RECORD_BATCH = 1000
 _RELISTEN_DELAY = 5.0  # seconds between tries to listen again; polling goes on meanwhile
 _PREFETCH = 2  # deliveries claimed ahead per healthy integration, in units of max_in_flight
 _QUICK_MS = 250.0  # a request answered within this is quick enough to claim ahead for
-_UNSENT_BUDGET = 64 << 20  # bytes of claimed bodies not yet written, above which none is claimed
+_UNSENT_BUDGET = 32 << 20  # bytes of claimed bodies not yet written, above which none is claimed
 
 
 class Dispatcher:
