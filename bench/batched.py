@@ -95,13 +95,7 @@ async def sqlite_phases(
     async with (
         http_client() as client,
         receiver_running(workdir, client) as receiver,
-        serving(
-            workdir,
-            client,
-            max_batch=max_batch,
-            max_in_flight=options.max_in_flight,
-            TOCSIN_SQLITE_SYNCHRONOUS=options.synchronous,
-        ) as tocsin,
+        serving(workdir, client, options, max_batch=max_batch) as tocsin,
     ):
         await tocsin.create_integration(receiver, "bench receiver")
         yield Phases(options, receiver, tocsin)

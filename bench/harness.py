@@ -27,6 +27,8 @@ import asyncpg
 import orjson
 import trustme
 
+from options import Options
+
 HERE = Path(__file__).resolve().parent
 ADMIN_TOKEN = "tcs_bench_admin_token"  # noqa: S105 - a throwaway server on loopback
 OPERATOR_TOKEN = "tcs_bench_operator_token"  # noqa: S105 - the same
@@ -319,17 +321,23 @@ class Tocsin:
 async def serving(
     workdir: Path,
     client: aiohttp.ClientSession,
+    options: Options,
     *,
+    max_batch: int,
     name: str = "tocsin",
-    max_batch: int = 500,
-    max_in_flight: int = 4,
-    **more: str,
 ) -> AsyncIterator[Tocsin]:
-    """`tocsin serve` on a new SQLite file in `workdir`, answering; stopped on the way out."""
+    """`tocsin serve` on a new SQLite file in `workdir`, answering; stopped on the way out.
+
+    `max_in_flight` and the SQLite `synchronous` setting come from the bench's options.
+    """
     port = free_port()
     database = f"sqlite:///{workdir / f'{name}.db'}"
     env = tocsin_env(
-        database, max_batch=max_batch, max_in_flight=max_in_flight, TOCSIN_PORT=str(port), **more
+        database,
+        max_batch=max_batch,
+        max_in_flight=options.max_in_flight,
+        TOCSIN_PORT=str(port),
+        TOCSIN_SQLITE_SYNCHRONOUS=options.synchronous,
     )
     log = workdir / f"{name}.log"
     with spawned(name, tocsin_command("serve"), env, log) as process, tails_on_failure(log):

@@ -127,13 +127,7 @@ async def isolation_running(options: Options, workdir: Path) -> AsyncIterator[Is
         http_client() as client,
         receiver_running(workdir, client) as receiver,
         receiver_running(workdir, client, receiver.certificates, silent=True) as silent,
-        serving(
-            workdir,
-            client,
-            max_batch=1,
-            max_in_flight=options.max_in_flight,
-            TOCSIN_SQLITE_SYNCHRONOUS=options.synchronous,
-        ) as tocsin,
+        serving(workdir, client, options, max_batch=1) as tocsin,
     ):
         healthy_names = [f"healthy {i + 1}" for i in range(options.iso_healthy)]
         silent_names = [f"silent {i + 1}" for i in range(options.iso_silent)]

@@ -104,13 +104,7 @@ async def measure(options: Options) -> Timed:
         async with (
             http_client() as client,
             receiver_running(workdir, client) as receiver,
-            serving(
-                workdir,
-                client,
-                max_batch=options.max_batch,
-                max_in_flight=options.max_in_flight,
-                TOCSIN_SQLITE_SYNCHRONOUS=options.synchronous,
-            ) as tocsin,
+            serving(workdir, client, options, max_batch=options.max_batch) as tocsin,
         ):
             await tocsin.create_integration(receiver, "bench receiver")
             await timed_run(tocsin, receiver, "warmup", rate=rate, seconds=1.0)

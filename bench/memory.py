@@ -97,13 +97,7 @@ async def measure(options: Options, count: int) -> Footprint:
             http_client() as client,
             receiver_running(workdir, client) as receiver,
             receiver_running(workdir, client, receiver.certificates, silent=True) as silent,
-            serving(
-                workdir,
-                client,
-                max_batch=options.max_batch,
-                max_in_flight=options.max_in_flight,
-                TOCSIN_SQLITE_SYNCHRONOUS=options.synchronous,
-            ) as tocsin,
+            serving(workdir, client, options, max_batch=options.max_batch) as tocsin,
         ):
             started = rss_bytes(tocsin.pid)[0]
             clock = time.monotonic()

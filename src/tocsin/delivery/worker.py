@@ -77,8 +77,8 @@ class Dispatcher:
         self._records: asyncio.Queue[AttemptRecord] = asyncio.Queue()
         self._in_flight: Counter[int] = Counter()  # requests running, per integration
         self._ready: dict[int, deque[Claim]] = {}  # claimed ahead, waiting for a slot
-        self._healthy: set[int] = set()  # integrations whose last request succeeded quickly
-        self._proven: set[int] = set()  # integrations whose last request succeeded
+        # integration -> ms its last request took to succeed; absent: failed or unknown
+        self._answered: dict[int, float] = {}
         self._changes: Counter[int] = Counter()  # changes per integration, in this process
         self._unsent = 0  # bytes of claimed bodies not yet written to their receivers
         self._after = 0  # the integration the last claim ended with: the next starts after it
@@ -181,13 +181,15 @@ class Dispatcher:
             max_in_flight=most,
             in_flight=held,
             lease_margin=self._settings.lease_margin,
-            ahead=dict.fromkeys(self._healthy, most * _PREFETCH)
-            if 2 * room >= _UNSENT_BUDGET
-            else {},
-            proven=frozenset(self._proven),
+            ahead=self._ahead(most * _PREFETCH) if 2 * room >= _UNSENT_BUDGET else {},
+            proven=frozenset(self._answered),
             max_bytes=room,
             after=self._after,
         )
+
+    def _ahead(self, count: int) -> dict[int, int]:
+        """Claims ahead for each integration whose last request succeeded quickly."""
+        return {i: count for i, took in self._answered.items() if took < _QUICK_MS}
 
     async def _idle(self) -> None:
         """Wait for a wake-up, the next retry coming due, or the poll interval."""
@@ -231,8 +233,7 @@ class Dispatcher:
         Dropped claims stay leased until their lease expires; a disabled or deleted
         integration's deliveries are cancelled in the database meanwhile.
         """
-        self._healthy.discard(integration.id)  # its receiver may be another one now
-        self._proven.discard(integration.id)
+        self._answered.pop(integration.id, None)  # its receiver may be another one now
         self._changes[integration.id] += 1  # answers to requests sent before prove nothing
         if gone or not integration.settings.enabled:
             self._let_go(self._ready.pop(integration.id, ()))
@@ -294,14 +295,9 @@ class Dispatcher:
             del claim, delivery
             outcome = await sending
             if not outcome.ok:
-                self._proven.discard(integration.id)
-                self._healthy.discard(integration.id)
+                self._answered.pop(integration.id, None)
             elif changes == self._changes[integration.id]:  # the integration is as it was sent
-                self._proven.add(integration.id)
-                if outcome.duration_ms < _QUICK_MS:
-                    self._healthy.add(integration.id)
-                else:
-                    self._healthy.discard(integration.id)
+                self._answered[integration.id] = outcome.duration_ms
             status, next_at = retry.decide(failures, outcome.ok, self._clock.now())
             record = AttemptRecord(
                 delivery_id=delivery_id,
