@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-SECTIONS = ("single", "batched", "latency", "isolation", "memory", "postgres")
+SECTIONS = ("single", "batched", "sampler", "latency", "isolation", "memory", "postgres")
 ALIASES = {"sqlite": "batched"}  # the name `--only` knew the batched section by
 
 
@@ -31,6 +31,9 @@ class Options:
     warmup: int = 2_000
     wire_repeat: int = 5
     max_batch: int = 500
+    # sampler: hit sampling in a flood of distinct hits (in-process, pure CPU)
+    sampler_capacity: int = 200_000  # the Sampler's own default
+    sampler_flood: int = 3
     # latency: one hit per POST at a fixed rate
     latency_rate: float = 1_000.0
     latency_seconds: float = 5.0
@@ -63,6 +66,7 @@ QUICK: dict[str, Any] = {
     "hits": 2_000,
     "warmup": 200,
     "wire_repeat": 2,
+    "sampler_capacity": 20_000,
     "latency_seconds": 1.0,
     "iso_hits": 100,
     "iso_seconds": 1.0,
@@ -100,6 +104,8 @@ HELP: dict[str, tuple[Callable[[str], Any], str]] = {
     "warmup": (int, "batched: hits of the unmeasured first round"),
     "wire_repeat": (int, "batched: times the wire phase sends tocsin's bodies"),
     "max_batch": (int, "batched, latency, memory: TOCSIN_MAX_BATCH"),
+    "sampler_capacity": (int, "sampler: windows the Sampler keeps (its default)"),
+    "sampler_flood": (int, "sampler: distinct hits past capacity, x capacity"),
     "latency_rate": (float, "latency: hits per second, one per POST"),
     "latency_seconds": (float, "latency: seconds of each paced run"),
     "iso_healthy": (int, "isolation: integrations on the answering receiver"),

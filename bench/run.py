@@ -6,6 +6,7 @@ private trustme CA), starts what it needs and stops it on the way out:
 - single: one notification per webhook: tocsin with batching off, a bare aiohttp loop
   sending tocsin's bodies (the wire limit), and Prometheus Alertmanager (the peer);
 - batched: hits batched end to end, next to the wire;
+- sampler: what hit sampling costs per hit once a flood of distinct hits fills it;
 - latency: ingest -> receiver at a fixed rate, one hit per POST: p50 and p99;
 - isolation: healthy integrations beside integrations whose receiver never answers;
 - memory: RSS of `tocsin serve` holding a large queue for many integrations;
@@ -34,6 +35,7 @@ import isolation
 import latency
 import memory
 import postgres
+import sampler
 import single
 from harness import FAILURES, SectionResult
 from options import Options, parse_options
@@ -42,6 +44,7 @@ Section = Callable[[Options], Awaitable[SectionResult]]
 SECTIONS: dict[str, tuple[str, Section]] = {
     "single": ("one notification per webhook: tocsin, the wire, Alertmanager", single.section),
     "batched": ("hits batched, end to end, next to the wire", batched.section),
+    "sampler": ("hit sampling in a flood of distinct hits", sampler.section),
     "latency": ("ingest -> receiver latency at a fixed rate", latency.section),
     "isolation": ("healthy integrations beside silent ones", isolation.section),
     "memory": ("RSS with a large queue and many integrations", memory.section),

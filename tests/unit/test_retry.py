@@ -53,3 +53,22 @@ def test_sampler_counts_per_client_and_key_and_forgets_the_oldest_beyond_capacit
     assert len(sampler) == 2
     assert sampler.admit(1, 7, 100.0)  # forgotten: it may notify again
     assert sampler.admit(1, 7, 100.0 + 3600)  # and a new hour opens a new window
+
+
+def test_sampler_keeps_a_renewed_window_young_and_stays_at_capacity_under_a_flood() -> None:
+    sampler = sampling.Sampler(capacity=3)
+    sampler.admit(1, 1, 0.0)
+    sampler.admit(1, 2, 10.0)
+    sampler.admit(1, 3, 20.0)
+    for _ in range(4):
+        sampler.admit(1, 1, 30.0)  # key 1 uses up its window: 5 notified
+    assert not sampler.admit(1, 1, 40.0)
+    assert sampler.admit(1, 1, 3600.0)  # a new hour: key 1's window renews, the youngest now
+    assert sampler.admit(1, 4, 3601.0)  # so the fourth key pushes out key 2, the oldest
+    assert len(sampler) == 3
+    for _ in range(4):
+        assert sampler.admit(1, 1, 3602.0)
+    assert not sampler.admit(1, 1, 3603.0)  # key 1 was kept: its new window is full
+    for key in range(100, 1100):  # a flood of distinct hits: each notifies, memory bounded
+        assert sampler.admit(1, key, 3604.0)
+    assert len(sampler) == 3
