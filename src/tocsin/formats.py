@@ -184,11 +184,15 @@ def hit_notification(hit: Mapping[str, Any], settings: NotifySettings) -> JSON:
 
 def encode_hit_notification(hit_json: bytes, settings: NotifySettings) -> bytes:
     """`encode(hit_notification(hit, settings))` from the hit's JSON, without re-encoding it."""
-    return _hit_prefix(settings) + hit_json + b"}}"
+    return hit_notification_prefix(settings) + hit_json + HIT_NOTIFICATION_END
+
+
+HIT_NOTIFICATION_END = b"}}"
 
 
 @functools.lru_cache(maxsize=256)
-def _hit_prefix(settings: NotifySettings) -> bytes:
+def hit_notification_prefix(settings: NotifySettings) -> bytes:
+    """A hit notification's JSON up to its hit: prefix + hit JSON + HIT_NOTIFICATION_END."""
     marker = b'"hit":null}}'
     empty = orjson.dumps(hit_notification_shell(settings))
     if not empty.endswith(marker):

@@ -234,6 +234,30 @@ async def test_integrations_are_created_listed_updated_and_deleted(
     assert await store.update_integration(client.id, first.id, changed, T0 + 8) is None
 
 
+async def test_routing_and_claims_follow_an_integration_changed_between_ingests(
+    store: Store, client: Client
+) -> None:
+    # Stores remember decoded integrations across transactions; a change is seen at once.
+    integration = await hook(store, client, events=(EventType.HIT,))
+    await store.ingest(client.id, [event(1)], T0)
+    first = await claim_one(store)
+    assert first.integration.settings.events == (EventType.HIT,)
+    await store.record_attempts([record(first, T0, ok=True)], T0)
+
+    vulns_only = settings(events=(EventType.VULN,), headers={"X-Team": "red"})
+    await store.update_integration(client.id, integration.id, vulns_only, T0 + 1)
+    await store.ingest(client.id, [event(2)], T0 + 2)
+    assert await claim(store, T0 + 2) == []  # a hit no longer goes to it
+
+    rotated = await store.rotate_signing_secret(client.id, integration.id, "whsec_new", T0 + 3)
+    assert rotated is not None
+    await store.ingest(client.id, [event(3, EventType.VULN)], T0 + 4)
+    second = await claim_one(store, T0 + 4)
+    assert second.integration.settings == vulns_only
+    assert second.integration.signing_secret == rotated.signing_secret
+    assert second.integration.signing_secret != first.integration.signing_secret
+
+
 async def test_another_client_can_neither_see_nor_change_an_integration(
     store: Store, client: Client
 ) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 import orjson
@@ -29,12 +29,21 @@ class Row(Protocol):
 
     def __getitem__(self, key: str | int, /) -> Any: ...
 
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+# Integrations remembered decoded: a few MB at most. Every ingest reads its client's
+# integrations to route events and every claim those it takes, so without it a client
+# with 20 integrations spends ~0.3 ms of the store's thread per POST rebuilding them.
+_MAX_DECODED = 2_000
+
 
 class Secrets:
     """Integration rows <-> records, with header values and signing secrets encrypted at rest."""
 
     def __init__(self, vault: Vault) -> None:
         self.vault = vault
+        self._decoded: dict[tuple[Any, ...], Integration] = {}
 
     def settings_json(self, settings: WebhookSettings) -> str:
         """The settings column: everything but `enabled`; header values encrypted."""
@@ -47,6 +56,21 @@ class Secrets:
         return None if secret is None else self.vault.encrypt(secret)
 
     def integration(self, row: Row) -> Integration:
+        """The integration of a `SELECT *` row, decoded once per distinct row.
+
+        Keyed by every column's value, so any change to the row (settings, secrets,
+        status, last error) is a new key: a remembered integration is never stale.
+        """
+        key = tuple(row)
+        found = self._decoded.get(key)
+        if found is None:
+            found = self._decode(row)
+            if len(self._decoded) >= _MAX_DECODED:
+                self._decoded = {}  # start afresh: a rebinding is safe from any thread
+            self._decoded[key] = found
+        return found
+
+    def _decode(self, row: Row) -> Integration:
         data = orjson.loads(row["settings"])
         settings = WebhookSettings(
             name=data["name"],
