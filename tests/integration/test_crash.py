@@ -25,6 +25,7 @@ import orjson
 import pytest
 
 from tests.conftest import ADMIN_TOKEN, MakeReceiver, hit
+from tocsin.delivery.worker import PREFETCH
 from tocsin.receiver import Received, Receiver, Reply
 
 TOCSIN = Path(sys.executable).with_name("tocsin")
@@ -44,7 +45,7 @@ LEASE_MARGIN = 1
 RECORD_SLACK = MAX_IN_FLIGHT
 # Besides, a healthy integration has deliveries claimed ahead, leased and not yet sent
 # (delivery/worker.py): unrecorded at the kill, but never sent twice.
-CLAIMED_AHEAD = 2 * MAX_IN_FLIGHT
+CLAIMED_AHEAD = PREFETCH * MAX_IN_FLIGHT
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ A slow integration only ever holds its own `max_in_flight` slots.
 
 Claiming waits for a commit (an fsync on SQLite), a request for a round trip; for an
 integration whose last request succeeded quickly the claim loop therefore claims ahead,
-up to `_PREFETCH` times `max_in_flight` deliveries more, kept leased and ready, so that
+up to `PREFETCH` times `max_in_flight` deliveries more, kept leased and ready, so that
 a request that ends starts the next one at once. Requests in flight stay bounded by
 `max_in_flight`; an integration that is slow, fails or has not yet succeeded gets no
 claims ahead. A change to an integration made in this process reaches its ready claims
@@ -48,7 +48,11 @@ log = logging.getLogger("tocsin.delivery")
 OnAutoDisabled = Callable[[Sequence[AutoDisabled]], Awaitable[None]]
 _RECORD_BATCH = 1000
 _RELISTEN_DELAY = 5.0  # seconds between tries to listen again; polling goes on meanwhile
-_PREFETCH = 2  # deliveries claimed ahead per healthy integration, in units of max_in_flight
+# Deliveries claimed ahead per healthy integration, in units of max_in_flight: enough to
+# keep its slots busy while the next claim waits its turn on the store (a commit, and on
+# SQLite the GIL with ingestion); 8 against 2 gave section `single` of `make bench` about
+# a fifth more (docs/performance.md). The unsent-bytes budget bounds what it holds.
+PREFETCH = 8
 _QUICK_MS = 250.0  # a request answered within this is quick enough to claim ahead for
 _UNSENT_BUDGET = 32 << 20  # bytes of claimed bodies not yet written, above which none is claimed
 
@@ -181,7 +185,7 @@ class Dispatcher:
             max_in_flight=most,
             in_flight=held,
             lease_margin=self._settings.lease_margin,
-            ahead=self._ahead(most * _PREFETCH) if 2 * room >= _UNSENT_BUDGET else {},
+            ahead=self._ahead(most * PREFETCH) if 2 * room >= _UNSENT_BUDGET else {},
             proven=frozenset(self._answered),
             max_bytes=room,
             after=self._after,
