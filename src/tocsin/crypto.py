@@ -19,6 +19,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from tocsin.config import sqlite_path
 from tocsin.errors import ConfigError, TocsinError
+from tocsin.memo import Memo
 
 PREFIX = "enc:v1:"
 _MAX_DECRYPTED = 50_000  # ciphertexts remembered (two or three per integration)
@@ -45,7 +46,7 @@ class Vault:
         # Stored ciphertext -> its text. Fernet draws a fresh IV for every encryption, so a
         # ciphertext names one text for good; reading an integration on every claim and
         # every ingestion then costs a dict lookup, not two AES + HMAC rounds.
-        self._decrypted: dict[str, str] = {}
+        self._decrypted: Memo[str, str] = Memo(_MAX_DECRYPTED)
 
     @classmethod
     def generate_key(cls) -> bytes:
@@ -55,14 +56,7 @@ class Vault:
         return PREFIX + self._fernet.encrypt(text.encode()).decode()
 
     def decrypt(self, stored: str) -> str:
-        known = self._decrypted.get(stored)
-        if known is not None:
-            return known
-        text = self._decrypt(stored)
-        if len(self._decrypted) >= _MAX_DECRYPTED:
-            self._decrypted = {}  # start afresh: a rebinding is safe from any thread
-        self._decrypted[stored] = text
-        return text
+        return self._decrypted.get(stored, lambda: self._decrypt(stored))
 
     def _decrypt(self, stored: str) -> str:
         if not stored.startswith(PREFIX):

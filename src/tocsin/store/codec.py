@@ -8,6 +8,7 @@ from typing import Any, Protocol
 import orjson
 
 from tocsin.crypto import Vault
+from tocsin.memo import Memo
 from tocsin.models import (
     Attempt,
     BodyFormat,
@@ -43,7 +44,7 @@ class Secrets:
 
     def __init__(self, vault: Vault) -> None:
         self.vault = vault
-        self._decoded: dict[tuple[Any, ...], Integration] = {}
+        self._decoded: Memo[tuple[Any, ...], Integration] = Memo(_MAX_DECODED)
 
     def settings_json(self, settings: WebhookSettings) -> str:
         """The settings column: everything but `enabled`; header values encrypted."""
@@ -61,14 +62,7 @@ class Secrets:
         Keyed by every column's value, so any change to the row (settings, secrets,
         status, last error) is a new key: a remembered integration is never stale.
         """
-        key = tuple(row)
-        found = self._decoded.get(key)
-        if found is None:
-            found = self._decode(row)
-            if len(self._decoded) >= _MAX_DECODED:
-                self._decoded = {}  # start afresh: a rebinding is safe from any thread
-            self._decoded[key] = found
-        return found
+        return self._decoded.get(tuple(row), lambda: self._decode(row))
 
     def _decode(self, row: Row) -> Integration:
         data = orjson.loads(row["settings"])
