@@ -182,17 +182,18 @@ def hit_notification(hit: Mapping[str, Any], settings: NotifySettings) -> JSON:
     }
 
 
-def encode_hit_notification(hit_json: bytes, settings: NotifySettings) -> bytes:
-    """`encode(hit_notification(hit, settings))` from the hit's JSON, without re-encoding it."""
-    return hit_notification_prefix(settings) + hit_json + HIT_NOTIFICATION_END
+def encode_hit_notification(hit_json: bytes, prefix: bytes) -> bytes:
+    """`encode(hit_notification(hit, settings))` from the hit's JSON, without re-encoding it.
 
-
-HIT_NOTIFICATION_END = b"}}"
+    `prefix` is `hit_notification_prefix(settings)`, looked up once per request by the
+    caller rather than once per hit (the lookup hashes the settings).
+    """
+    return prefix + hit_json + b"}}"
 
 
 @functools.lru_cache(maxsize=256)
 def hit_notification_prefix(settings: NotifySettings) -> bytes:
-    """A hit notification's JSON up to its hit: prefix + hit JSON + HIT_NOTIFICATION_END."""
+    """A hit notification's JSON up to its hit, for `encode_hit_notification`."""
     marker = b'"hit":null}}'
     empty = orjson.dumps(hit_notification_shell(settings))
     if not empty.endswith(marker):

@@ -158,7 +158,9 @@ def test_fast_hit_encoding_equals_the_reference_encoding() -> None:
     data = vector("hit.json")
     settings = settings_of(data)
     hit = formats.normalize_hit(data["input"], now=0, new_id=lambda: ["a", "b"])
-    fast = formats.encode_hit_notification(orjson.dumps(hit), settings)
+    fast = formats.encode_hit_notification(
+        orjson.dumps(hit), formats.hit_notification_prefix(settings)
+    )
     assert orjson.loads(fast) == data["expected"]
     assert orjson.loads(fast) == orjson.loads(
         formats.encode(formats.hit_notification(hit, settings))

@@ -158,7 +158,9 @@ def test_the_fast_hit_encoding_equals_the_reference_encoding(
     raw: dict[str, Any], notify: formats.NotifySettings, new_id: list[str]
 ) -> None:
     hit = formats.normalize_hit(raw, now=0, new_id=lambda: new_id)
-    fast = formats.encode_hit_notification(orjson.dumps(hit), notify)
+    fast = formats.encode_hit_notification(
+        orjson.dumps(hit), formats.hit_notification_prefix(notify)
+    )
     reference = formats.encode(formats.hit_notification(hit, notify))
     assert orjson.loads(fast) == orjson.loads(reference)
     assert fast == reference  # the same bytes, even: one layout, one encoder
