@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.unit import test_store_contract as contract
+from tests.unit.sqlite_before_v4 import old_delivery
 from tests.unit.test_store_contract import (
     BOOT,
     HOUR,
@@ -585,8 +586,14 @@ async def test_a_sqlite_database_at_migration_1_upgrades_keeping_its_queued_work
         acme = version_1_bootstrap(path)
         integration = await hook(old, acme)
         await old.ingest(acme.id, events(2), T0)
-        retrying = await claim_one(old)
-        await old.record_attempts([record(retrying, T0, ok=False, next_at=T0 + 60)], T0)
+        retrying = old_delivery(
+            path,
+            integration,
+            status=DeliveryStatus.RETRYING,
+            at=T0,
+            attempts=[False],
+            next_at=T0 + 60,
+        )
         await old.ingest(acme.id, events(3, start=2), T0 + 1)
         await old.close()
     assert "name" not in columns(path, "tokens")
@@ -610,7 +617,7 @@ async def test_a_sqlite_database_at_migration_1_upgrades_keeping_its_queued_work
         assert (upgraded.token_id, kept_token.name) == (kept_token.id, "")
 
         claims = await claim(new, T0 + 60)
-        assert claims[0].delivery.id == retrying.delivery.id
+        assert claims[0].delivery.id == retrying
         assert [numbers(c.delivery.body) for c in claims] == [[0, 1], [2, 3, 4]]
         assert (await new.create_application(acme.id, name="shop", now=T0)).id == 1
         assert await new.list_denylist(acme.id, T0) == []

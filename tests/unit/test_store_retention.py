@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.unit import test_store_contract as contract
+from tests.unit.sqlite_before_v4 import old_delivery
 from tests.unit.test_store_contract import (
     HOUR,
     T0,
@@ -44,6 +45,7 @@ BEFORE = NOW - 30 * DAY
 TURN = Turn(owner="worker-1", length=300.0)
 OTHER = Turn(owner="worker-2", length=300.0)
 DELIVERED, FAILED = DeliveryStatus.DELIVERED, DeliveryStatus.FAILED
+RETRYING = DeliveryStatus.RETRYING
 
 
 # helpers ---------------------------------------------------------------------
@@ -224,10 +226,12 @@ async def test_a_sqlite_database_at_migration_2_upgrades_keeping_its_queued_work
         assert await old.bootstrap(contract.BOOT, T0)
         acme = await client_of(old)
         integration = await hook(old, acme)
-        delivered = await finish(old, acme, T0, DELIVERED)
+        await old.ingest(acme.id, [event(0)], T0)
+        delivered = old_delivery(path, integration, status=DELIVERED, at=T0, attempts=[False, True])
         await old.ingest(acme.id, [event(1)], T0)
-        retrying = await claim_one(old, T0)
-        await old.record_attempts([record(retrying, T0, ok=False, next_at=T0 + 60)], T0)
+        retrying = old_delivery(
+            path, integration, status=RETRYING, at=T0, attempts=[False], next_at=T0 + 60
+        )
         await old.ingest(acme.id, events(2, start=2), T0)
         await old.close()
     assert "deliveries_finished" not in indexes(path)
@@ -241,9 +245,9 @@ async def test_a_sqlite_database_at_migration_2_upgrades_keeping_its_queued_work
 
         assert await prune(new) == Pruned(deliveries=1, attempts=2, events=2)
 
-        assert await new.get_delivery(acme.id, delivered.delivery.id) is None
+        assert await new.get_delivery(acme.id, delivered) is None
         claims = await claim(new, NOW)
-        assert ids(claims)[0] == retrying.delivery.id
+        assert ids(claims)[0] == retrying
         assert [numbers(c.delivery.body) for c in claims] == [[1], [2, 3]]
         assert statuses(await log(new, acme, integration)) == [
             DeliveryStatus.PENDING,

@@ -799,7 +799,6 @@ class SqliteStore:
                     integration.client_id,
                     status.value,
                     d.notification_count,
-                    d.body,
                     d.next_attempt_at,
                     lease_owner,
                     lease_until,
@@ -809,6 +808,7 @@ class SqliteStore:
                 for d in made
             ],
         )
+        conn.executemany(Q["insert_delivery_body"], [(d.id, d.body) for d in made])
         return made
 
     async def record_attempts(
@@ -916,6 +916,7 @@ class SqliteStore:
             params = {"before": before, "limit": limit}
             old = json.dumps([row[0] for row in conn.execute(Q["old_deliveries"], params)])
             attempts = conn.execute(Q["delete_attempts_of_deliveries"], {"ids": old}).rowcount
+            conn.execute(Q["delete_bodies_of_deliveries"], {"ids": old})
             return Pruned(
                 deliveries=conn.execute(Q["delete_deliveries"], {"ids": old}).rowcount,
                 attempts=attempts,

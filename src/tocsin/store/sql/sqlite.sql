@@ -195,7 +195,7 @@ VALUES (?, ?, ?, ?, ?, ?, ?);
 INSERT INTO outbox (integration_id, event_id, count) VALUES (?, ?, ?);
 
 -- name: due_deliveries
-SELECT * FROM deliveries
+SELECT d.*, b.body FROM deliveries d JOIN delivery_bodies b ON b.delivery_id = d.id
 WHERE status IN ('pending', 'retrying') AND next_attempt_at <= :now
   AND (lease_until IS NULL OR lease_until <= :now)
   AND integration_id NOT IN (SELECT value FROM json_each(:busy))
@@ -231,11 +231,17 @@ SELECT coalesce(max(id), 0) + 1 FROM deliveries;
 -- name: insert_delivery
 -- Positional: run with executemany, one row per delivery, ids assigned by the caller.
 INSERT INTO deliveries (id, webhook_id, integration_id, client_id, status, notification_count,
-    body, next_attempt_at, lease_owner, lease_until, created_at, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+    next_attempt_at, lease_owner, lease_until, created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+
+-- name: insert_delivery_body
+-- Positional, with insert_delivery: bodies never change, so they have a table of their
+-- own (migration 4), and recording an attempt does not write them again.
+INSERT INTO delivery_bodies (delivery_id, body) VALUES (?, ?);
 
 -- name: delivery_by_id
-SELECT * FROM deliveries WHERE id = :id;
+SELECT d.*, b.body FROM deliveries d JOIN delivery_bodies b ON b.delivery_id = d.id
+WHERE d.id = :id;
 
 -- name: insert_attempt
 INSERT INTO attempts (delivery_id, integration_id, number, started_at, duration_ms, ok, status_code,
@@ -272,12 +278,13 @@ SELECT min(coalesce(lease_until, next_attempt_at)) FROM deliveries
 WHERE status IN ('pending', 'retrying');
 
 -- name: deliveries_page
-SELECT * FROM deliveries
-WHERE client_id = :client_id AND integration_id = :integration_id AND id < :before
-ORDER BY id DESC LIMIT :limit;
+SELECT d.*, b.body FROM deliveries d JOIN delivery_bodies b ON b.delivery_id = d.id
+WHERE d.client_id = :client_id AND d.integration_id = :integration_id AND d.id < :before
+ORDER BY d.id DESC LIMIT :limit;
 
 -- name: delivery_of_client
-SELECT * FROM deliveries WHERE id = :id AND client_id = :client_id;
+SELECT d.*, b.body FROM deliveries d JOIN delivery_bodies b ON b.delivery_id = d.id
+WHERE d.id = :id AND d.client_id = :client_id;
 
 -- name: attempts_of_delivery
 SELECT number, started_at, duration_ms, status_code, error, response_body, request_size
@@ -319,6 +326,9 @@ DELETE FROM attempts WHERE delivery_id IN (SELECT value FROM json_each(:ids));
 
 -- name: delete_deliveries
 DELETE FROM deliveries WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- name: delete_bodies_of_deliveries
+DELETE FROM delivery_bodies WHERE delivery_id IN (SELECT value FROM json_each(:ids));
 
 -- name: prune_events
 -- An event that an outbox row still refers to is queued work: it stays. NOT IN reads
