@@ -87,6 +87,7 @@ CHANNEL = "tocsin_work"  # NOTIFY tocsin_work in sql/postgres.sql
 log = logging.getLogger("tocsin.store")
 
 _DEADLOCK_TRIES = 3
+_CANCEL_BATCHES = 100  # deliveries made per statement when cancelling what is queued
 _PRUNE_EVERY = 60.0
 # Windows are forgotten a minute after they end, so that a process whose clock is a
 # little behind never finds its window gone early.
@@ -566,9 +567,8 @@ class PostgresStore:
         """
         await conn.execute(Q["cancel_waiting_deliveries"], integration.id, now)
         cancelled = DeliveryStatus.CANCELLED
-        while (
-            await self._new_delivery(conn, integration, now, status=cancelled, lease=None)
-            is not None
+        while await self._new_deliveries(
+            conn, integration, now, status=cancelled, lease=None, most=_CANCEL_BATCHES
         ):
             pass
 
@@ -714,18 +714,18 @@ class PostgresStore:
         room: int,
     ) -> list[Claim]:
         """New leased deliveries of one integration's queued notifications, slots allowing."""
+        taken = slots.take_up_to(integration.id, room)
+        if not taken:
+            return []
         lease = (limits.owner, now + lease_seconds(integration, limits.lease_margin))
-        claims: list[Claim] = []
-        while len(claims) < room and slots.take(integration.id):
-            pending = DeliveryStatus.PENDING
-            delivery = await self._new_delivery(conn, integration, now, status=pending, lease=lease)
-            if delivery is None:
-                slots.give_back(integration.id)
-                break
-            claims.append(Claim(delivery=delivery, integration=integration, lease_until=lease[1]))
-        return claims
+        pending = DeliveryStatus.PENDING
+        made = await self._new_deliveries(
+            conn, integration, now, status=pending, lease=lease, most=taken
+        )
+        slots.give_back(integration.id, taken - len(made))
+        return [Claim(delivery=d, integration=integration, lease_until=lease[1]) for d in made]
 
-    async def _new_delivery(
+    async def _new_deliveries(
         self,
         conn: Conn,
         integration: Integration,
@@ -733,29 +733,47 @@ class PostgresStore:
         *,
         status: DeliveryStatus,
         lease: tuple[str, float] | None,
-    ) -> Delivery | None:
-        """Move up to one batch of the integration's queued notifications into a new delivery."""
-        queued = await conn.fetch(Q["outbox_batch"], integration.id, self._max_batch)
+        most: int,
+    ) -> list[Delivery]:
+        """Move up to `most` batches of the integration's queued notifications into deliveries.
+
+        Three round trips for all of them, as SQLite does its one read, delete and insert:
+        the queue's counts (rows locked, others' locked rows skipped), the groups taken
+        with their notifications, and one insert of every delivery.
+        """
+        batch = self._max_batch
+        queued = await conn.fetch(Q["outbox_batch"], integration.id, most * batch)
         if not queued:
-            return None
-        queued = queued[: grouping.fitting([row["count"] for row in queued], self._max_batch)]
+            return []
+        sizes = grouping.batches([row["count"] for row in queued], batch, most)
+        queued = queued[: sum(sizes)]
         taken = await conn.fetch(Q["take_outbox"], [row["id"] for row in queued])
-        blobs = [bytes(row["notifications"]) for row in sorted(taken, key=lambda row: row["id"])]
+        blobs = {row["id"]: bytes(row["notifications"]) for row in taken}
+        bodies: list[bytes] = []
+        counts: list[int] = []
+        start = 0
+        for size in sizes:
+            group = queued[start : start + size]
+            start += size
+            counts.append(sum(row["count"] for row in group))
+            bodies.append(
+                grouping.body([blobs[row["id"]] for row in group], integration.settings.format)
+            )
         waiting = status is DeliveryStatus.PENDING
-        row = await conn.fetchrow(
-            Q["insert_delivery"],
-            ids.webhook_id(),
+        rows = await conn.fetch(
+            Q["insert_deliveries"],
+            [ids.webhook_id() for _ in bodies],
             integration.id,
             integration.client_id,
             status.value,
-            sum(row["count"] for row in queued),
-            grouping.body(blobs, integration.settings.format),
+            counts,
+            bodies,
             now if waiting else None,
             lease[0] if lease else None,
             lease[1] if lease else None,
             now,
         )
-        return codec.delivery_from_row(_one(row))
+        return sorted((codec.delivery_from_row(row) for row in rows), key=lambda d: d.id)
 
     async def record_attempts(
         self, records: Sequence[AttemptRecord], now: float

@@ -311,10 +311,14 @@ DELETE FROM outbox o USING events e
 WHERE o.id = ANY($1::bigint[]) AND e.id = o.event_id
 RETURNING o.id, e.notifications;
 
--- name: insert_delivery
+-- name: insert_deliveries
+-- One row per element of the arrays $1 (webhook ids), $5 (counts) and $6 (bodies), in
+-- order: ids are drawn from the sequence as the rows are read.
 INSERT INTO deliveries (webhook_id, integration_id, client_id, status, notification_count, body,
     next_attempt_at, lease_owner, lease_until, created_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+SELECT made.webhook_id, $2::bigint, $3::bigint, $4::text, made.count, made.body,
+    $7::double precision, $8::text, $9::double precision, $10::double precision, $10
+FROM unnest($1::text[], $5::integer[], $6::bytea[]) AS made (webhook_id, count, body)
 RETURNING *;
 
 -- name: lock_integrations_for_records
