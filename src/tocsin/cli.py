@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import hmac
 import json
 import logging
@@ -51,6 +52,18 @@ def _secret_key_option(fn: F) -> F:
         "Default: a key file beside the SQLite database (created with mode 0600). "
         "Required with PostgreSQL, the same in every process.",
     )(fn)
+
+
+def _freeze_startup_objects() -> None:
+    """Leave what startup built (modules, the app's routes and schemas, about 110,000
+    objects) out of the garbage collector's full collections from now on.
+
+    Each full collection walks every tracked object with the whole process paused,
+    event loop and store thread alike: about 50 ms at a time under a flood of hits, for
+    objects that live as long as the process. The garbage made so far goes first.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _run(coro: Any) -> Any:
@@ -298,6 +311,7 @@ async def _serve(settings: Settings) -> None:
         access_log=False,
     )
     server = uvicorn.Server(config)
+    _freeze_startup_objects()
     click.echo(f"tocsin {__version__} serving on http://{settings.host}:{settings.port}", err=True)
     try:
         await server.serve()
@@ -345,6 +359,7 @@ async def _dispatch(settings: Settings, metrics_at: tuple[str, int | None]) -> N
     try:
         await store.migrate()
         await runtime.dispatcher.start()
+        _freeze_startup_objects()
         where = describe(settings.database_url)
         click.echo(f"tocsin {__version__} dispatching from {where} (Ctrl-C to stop)", err=True)
         host, port = metrics_at

@@ -411,8 +411,9 @@ def test_sampling_admits_at_most_five_per_window_and_the_first_five_always(
     per_window: dict[float, list[bool]] = {}
     for now in accumulate(gaps, initial=start):
         admitted, window = sampling.admit(window, now)
-        assert 0 <= now - window.started_at < sampling.SAMPLE_WINDOW
-        per_window.setdefault(window.started_at, []).append(admitted)
+        started_at, _ = window
+        assert 0 <= now - started_at < sampling.SAMPLE_WINDOW
+        per_window.setdefault(started_at, []).append(admitted)
     for verdicts in per_window.values():
         # Within a window: the first five notify, none after them.
         expected = min(len(verdicts), sampling.SAMPLE_LIMIT)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from tocsin import retry, sampling
@@ -42,7 +44,7 @@ def test_sampling_first_five_per_hour() -> None:
     assert admitted == [True] * 5 + [False] * 2
     ok, window = sampling.admit(window, 1000.0 + 3600)
     assert ok
-    assert window == sampling.SampleWindow(started_at=4600.0, count=1)
+    assert window == (4600.0, 1)  # (started_at, count)
 
 
 def test_sampler_counts_per_client_and_key_and_forgets_the_oldest_beyond_capacity() -> None:
@@ -53,6 +55,20 @@ def test_sampler_counts_per_client_and_key_and_forgets_the_oldest_beyond_capacit
     assert len(sampler) == 2
     assert sampler.admit(1, 7, 100.0)  # forgotten: it may notify again
     assert sampler.admit(1, 7, 100.0 + 3600)  # and a new hour opens a new window
+
+
+def test_a_full_sampler_leaves_nothing_for_the_garbage_collector_to_walk() -> None:
+    # A full collection pauses the whole process and walks every tracked object; the
+    # Sampler holds up to 200,000 windows for as long as the process lives.
+    gc.collect()
+    before = len(gc.get_objects())
+    sampler = sampling.Sampler(capacity=10_000)
+    for key in range(20_000):
+        sampler.admit(1, key, 100.0)
+        sampler.admit(1, key, 101.0)  # a counted window is a new value
+    gc.collect()
+    assert len(sampler) == 10_000
+    assert len(gc.get_objects()) - before < 100  # was 10,000 windows more
 
 
 def test_sampler_keeps_a_renewed_window_young_and_stays_at_capacity_under_a_flood() -> None:
