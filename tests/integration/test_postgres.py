@@ -26,6 +26,7 @@ from tests.unit.test_store_contract import (
     event,
     hit_key,
     limits,
+    numbers,
     record,
     settings,
 )
@@ -158,6 +159,27 @@ async def test_two_processes_claiming_at_once_never_get_the_same_delivery(
     taken = [*raced[0], *raced[1], *rest]
     assert len(taken) == len(set(taken)) == 8 + 72
     assert set(taken) >= {claim.delivery.id for claim in retrying}
+
+
+@pytest.mark.max_batch(2)
+async def test_a_claim_locks_only_the_queued_groups_it_takes(stores: Pair, client: Client) -> None:
+    """Another process skips queue rows a claim holds locked: locking more than it takes
+    hid them (a claim of 36 deliveries of 500 locked up to 18,000 groups)."""
+    integration = await hook(stores[0], client)
+    for n in range(0, 40, 2):  # 20 full groups of 2
+        await stores[0].ingest(client.id, [event(n), event(n + 1)], T0)
+    claiming = stores[0]
+    pool = await claiming._open()  # the first process's claim, held open ...
+    async with pool.acquire() as conn, conn.transaction():
+        pending, lease = DeliveryStatus.PENDING, ("w1", T0 + 60)
+        made = await claiming._new_deliveries(
+            conn, integration, T0, status=pending, lease=lease, most=3
+        )
+        # ... while the second process claims what is left
+        others = await stores[1].claim(limits(owner="w2", max_in_flight=1000), T0)
+    assert len(made) == 3
+    assert len(others) == 17
+    assert sorted(numbers(c.delivery.body) for c in others) == [[n, n + 1] for n in range(6, 40, 2)]
 
 
 async def test_a_lease_held_by_one_process_is_respected_by_the_other(

@@ -737,12 +737,18 @@ class PostgresStore:
     ) -> list[Delivery]:
         """Move up to `most` batches of the integration's queued notifications into deliveries.
 
-        Three round trips for all of them, as SQLite does its one read, delete and insert:
-        the queue's counts (rows locked, others' locked rows skipped), the groups taken
-        with their notifications, and one insert of every delivery.
+        Four round trips for all of them, where SQLite needs its one read, delete and
+        insert: how many queued groups that takes (their counts, unlocked: up to `most` x
+        `max_batch` rows may be read to find out), just those groups locked (others'
+        locked rows skipped, the batches made of what was locked), the groups taken with
+        their notifications, and one insert of every delivery.
         """
         batch = self._max_batch
-        queued = await conn.fetch(Q["outbox_batch"], integration.id, most * batch)
+        ahead = await conn.fetch(Q["outbox_counts"], integration.id, most * batch)
+        wanted = sum(grouping.batches([row["count"] for row in ahead], batch, most))
+        if not wanted:
+            return []
+        queued = await conn.fetch(Q["outbox_batch"], integration.id, wanted)
         if not queued:
             return []
         sizes = grouping.batches([row["count"] for row in queued], batch, most)

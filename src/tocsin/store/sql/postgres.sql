@@ -301,6 +301,11 @@ SELECT i FROM ids WHERE i IS NOT NULL;
 SELECT * FROM integrations WHERE id = $1 AND enabled AND deleted_at IS NULL
 FOR KEY SHARE SKIP LOCKED;
 
+-- name: outbox_counts
+-- Not locked: how many of the oldest groups a claim's deliveries take, read from up to
+-- $2 of them; outbox_batch then locks just that many.
+SELECT count FROM outbox WHERE integration_id = $1 ORDER BY id LIMIT $2;
+
 -- name: outbox_batch
 -- Counts only: the notifications of the groups that fit are read as they are taken.
 SELECT id, count FROM outbox WHERE integration_id = $1 ORDER BY id LIMIT $2
