@@ -64,8 +64,9 @@ class Metrics:
             self._events.labels(kind.value).inc(count)
 
     def attempted(self, records: Sequence[AttemptRecord]) -> None:
+        for status, count in Tally(record.status for record in records).items():
+            self._attempts.labels(status.value).inc(count)
         for record in records:
-            self._attempts.labels(record.status.value).inc()
             self._latency.observe(record.outcome.duration_ms / 1000)
 
     def render(self, stats: StoreStats) -> bytes:

@@ -46,6 +46,7 @@ class Bootstrap:
 # The conflicts every store reports, in the same words.
 
 DIGEST_TAKEN = "a token with this digest already exists; generate another token"
+CANCEL_BATCHES = 100  # deliveries made per statement when cancelling what is queued
 
 
 def last_administrator(user: User, action: str) -> Conflict:

@@ -76,6 +76,20 @@ def batches(counts: Sequence[int], max_batch: int, most: int) -> list[int]:
     return sizes
 
 
+def deliveries(
+    queued: Sequence[tuple[int, bytes]], sizes: Sequence[int], body_format: BodyFormat
+) -> list[tuple[int, bytes]]:
+    """Each delivery's notification count and body, from queued groups (count, their
+    notifications), oldest first, taken `sizes` groups at a time (as `batches` gave them)."""
+    made: list[tuple[int, bytes]] = []
+    start = 0
+    for size in sizes:
+        taken = queued[start : start + size]
+        start += size
+        made.append((sum(count for count, _ in taken), body([b for _, b in taken], body_format)))
+    return made
+
+
 def body(blobs: Sequence[bytes], body_format: BodyFormat) -> bytes:
     """The request body of a delivery made of these groups."""
     if body_format is BodyFormat.NDJSON:

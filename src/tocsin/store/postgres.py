@@ -60,6 +60,7 @@ from tocsin.models import (
 )
 from tocsin.store import codec, grouping, queries
 from tocsin.store.base import (
+    CANCEL_BATCHES,
     DIGEST_TAKEN,
     PRUNE_TASK,
     AutoDisabled,
@@ -87,7 +88,6 @@ CHANNEL = "tocsin_work"  # NOTIFY tocsin_work in sql/postgres.sql
 log = logging.getLogger("tocsin.store")
 
 _DEADLOCK_TRIES = 3
-_CANCEL_BATCHES = 100  # deliveries made per statement when cancelling what is queued
 _PRUNE_EVERY = 60.0
 # Windows are forgotten a minute after they end, so that a process whose clock is a
 # little behind never finds its window gone early.
@@ -568,7 +568,7 @@ class PostgresStore:
         await conn.execute(Q["cancel_waiting_deliveries"], integration.id, now)
         cancelled = DeliveryStatus.CANCELLED
         while await self._new_deliveries(
-            conn, integration, now, status=cancelled, lease=None, most=_CANCEL_BATCHES
+            conn, integration, now, status=cancelled, lease=None, most=CANCEL_BATCHES
         ):
             pass
 
@@ -755,25 +755,17 @@ class PostgresStore:
         queued = queued[: sum(sizes)]
         taken = await conn.fetch(Q["take_outbox"], [row["id"] for row in queued])
         blobs = {row["id"]: bytes(row["notifications"]) for row in taken}
-        bodies: list[bytes] = []
-        counts: list[int] = []
-        start = 0
-        for size in sizes:
-            group = queued[start : start + size]
-            start += size
-            counts.append(sum(row["count"] for row in group))
-            bodies.append(
-                grouping.body([blobs[row["id"]] for row in group], integration.settings.format)
-            )
+        groups = [(row["count"], blobs[row["id"]]) for row in queued]
+        made = grouping.deliveries(groups, sizes, integration.settings.format)
         waiting = status is DeliveryStatus.PENDING
         rows = await conn.fetch(
             Q["insert_deliveries"],
-            [ids.webhook_id() for _ in bodies],
+            [ids.webhook_id() for _ in made],
             integration.id,
             integration.client_id,
             status.value,
-            counts,
-            bodies,
+            [count for count, _ in made],
+            [body for _, body in made],
             now if waiting else None,
             lease[0] if lease else None,
             lease[1] if lease else None,

@@ -39,6 +39,7 @@ from tocsin.models import (
 )
 from tocsin.store import codec, grouping, queries
 from tocsin.store.base import (
+    CANCEL_BATCHES,
     DIGEST_TAKEN,
     PRUNE_TASK,
     AutoDisabled,
@@ -60,7 +61,6 @@ T = TypeVar("T")
 _Call = tuple[Callable[[sqlite3.Connection], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
 _Done = tuple["asyncio.Future[Any]", Any, BaseException | None]
 _GROUP_MAX = 256  # calls committed together at most
-_CANCEL_BATCHES = 100  # deliveries made per statement when cancelling what is queued
 Q = queries.load("sqlite")
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
@@ -591,7 +591,7 @@ class SqliteStore:
         conn.execute(Q["cancel_waiting_deliveries"], {"integration_id": integration.id, "now": now})
         cancelled = DeliveryStatus.CANCELLED
         while self._new_deliveries(
-            conn, integration, now, status=cancelled, lease=None, most=_CANCEL_BATCHES
+            conn, integration, now, status=cancelled, lease=None, most=CANCEL_BATCHES
         ):
             pass
 
@@ -768,27 +768,24 @@ class SqliteStore:
         first = conn.execute(Q["next_delivery_id"]).fetchone()[0]
         waiting = status is DeliveryStatus.PENDING
         lease_owner, lease_until = lease or (None, None)
-        made: list[Delivery] = []
-        start = 0
-        for size in sizes:
-            taken = rows[start : start + size]
-            start += size
-            made.append(
-                Delivery(
-                    id=first + len(made),
-                    webhook_id=ids.webhook_id(),
-                    integration_id=integration.id,
-                    status=status,
-                    notification_count=sum(row[1] for row in taken),
-                    body=grouping.body(
-                        [bytes(row[2]) for row in taken], integration.settings.format
-                    ),
-                    attempt_count=0,
-                    next_attempt_at=now if waiting else None,
-                    created_at=now,
-                    updated_at=now,
-                )
+        queued = [(row[1], bytes(row[2])) for row in rows]
+        made = [
+            Delivery(
+                id=first + n,
+                webhook_id=ids.webhook_id(),
+                integration_id=integration.id,
+                status=status,
+                notification_count=count,
+                body=body,
+                attempt_count=0,
+                next_attempt_at=now if waiting else None,
+                created_at=now,
+                updated_at=now,
             )
+            for n, (count, body) in enumerate(
+                grouping.deliveries(queued, sizes, integration.settings.format)
+            )
+        ]
         conn.executemany(
             Q["insert_delivery"],
             [
