@@ -355,6 +355,8 @@ REFUSED_TARGETS = [
     ),
     pytest.param("https://[::ffff:7f00:1]/hook", id="ipv4-mapped-hex"),
     pytest.param("https://[fd00::1]/hook", id="ipv6-unique-local"),
+    pytest.param("https://[64:ff9b:1::a9fe:a9fe]/latest/", id="nat64-local-use-metadata"),
+    pytest.param("https://[::ffff:0:127.0.0.1]/hook", id="ipv4-translated-loopback"),
 ]
 
 

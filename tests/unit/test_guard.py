@@ -44,6 +44,20 @@ REFUSED = [
     "64:ff9b::a9fe:a9fe",
     "2002:7f00:1::",
     "2002:a9fe:a9fe::1",
+    # IPv4-translated (RFC 2765) and local-use NAT64 (RFC 8215): refused whatever they carry
+    "::ffff:0:127.0.0.1",
+    "::ffff:0:a9fe:a9fe",
+    "::ffff:0:8.8.8.8",
+    "64:ff9b:1::a9fe:a9fe",
+    "64:ff9b:1::7f00:1",
+    "64:ff9b:1::808:808",
+    "64:ff9b:1:ffff::1",
+    # NAT64 well-known, 6to4 and Teredo carrying refused IPv4 addresses
+    "64:ff9b::7f00:1",
+    "64:ff9b::a00:1",
+    "2002:0a00:0001::",
+    "2001:0:4136:e378:8000:63bf:80ff:fffe",  # Teredo client 127.0.0.1 (bits inverted)
+    "2001:0:4136:e378:8000:63bf:5601:5601",  # Teredo client 169.254.169.254
 ]
 ALLOWED = [
     "8.8.8.8",
@@ -54,6 +68,7 @@ ALLOWED = [
     "::ffff:8.8.8.8",
     "64:ff9b::808:808",
     "2002:808:808::1",
+    "2001:0:4136:e378:8000:63bf:f7f7:f7f7",  # Teredo client 8.8.8.8
 ]
 
 
@@ -65,6 +80,26 @@ def test_refused(address: str) -> None:
 @pytest.mark.parametrize("address", ALLOWED)
 def test_allowed(address: str) -> None:
     assert guard.refusal(ipaddress.ip_address(address)) is None
+
+
+@pytest.mark.parametrize(
+    ("address", "carried"),
+    [
+        ("::ffff:169.254.169.254", "169.254.169.254"),
+        ("::ffff:0:169.254.169.254", "169.254.169.254"),
+        ("::169.254.169.254", "169.254.169.254"),
+        ("64:ff9b::a9fe:a9fe", "169.254.169.254"),
+        ("64:ff9b:1::a9fe:a9fe", "169.254.169.254"),
+        ("2002:a9fe:a9fe::1", "169.254.169.254"),
+        ("2001:0:4136:e378:8000:63bf:5601:5601", "169.254.169.254"),
+    ],
+)
+def test_an_embedded_ipv4_address_is_judged_by_itself(address: str, carried: str) -> None:
+    inner = guard.embedded_ipv4(ipaddress.IPv6Address(address))
+    assert inner == ipaddress.IPv4Address(carried)
+    shown = ipaddress.ip_address(address)
+    why = f"{shown} carries {carried}, a link-local (cloud metadata) address"
+    assert guard.refusal(shown) == why
 
 
 def test_allowed_networks_open_named_ranges() -> None:

@@ -48,38 +48,59 @@ _REFUSED: tuple[tuple[str, str], ...] = (
     ("ff00::/8", "multicast"),
     ("2001:db8::/32", "documentation"),
     ("100::/64", "discard"),
+    # Not globally routable, and what a translator there reaches depends on how the
+    # operator set it up (RFC 8215 lets it embed the IPv4 address at any RFC 6052 length):
+    # refused whatever they carry. `TOCSIN_ALLOWED_NETWORKS` can name them.
+    ("64:ff9b:1::/48", "local-use NAT64 (RFC 8215)"),
+    ("::ffff:0:0:0/96", "IPv4-translated (RFC 2765)"),
 )
 REFUSED_NETWORKS: tuple[tuple[Network, str], ...] = tuple(
     (ipaddress.ip_network(cidr), why) for cidr, why in _REFUSED
 )
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# The forms carrying an IPv4 address in their last 32 bits: NAT64 well-known (RFC 6052)
+# and local-use (RFC 8215, read as its /96 form), IPv4-translated (RFC 2765), and the
+# deprecated IPv4-compatible (`::/96`, but `::` and `::1`, which are IPv6's own).
+_LOW_32_CARRIERS = tuple(
+    ipaddress.ip_network(cidr) for cidr in ("64:ff9b::/96", "64:ff9b:1::/48", "::ffff:0:0:0/96")
+)
 _COMPAT = ipaddress.ip_network("::/96")
 
 
 def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 address carries (mapped, compatible, NAT64, 6to4, Teredo)."""
+    """The IPv4 address an IPv6 address carries: IPv4-mapped, -translated, -compatible,
+    NAT64 (well-known and local-use), 6to4 or Teredo (its client)."""
     if address.ipv4_mapped is not None:
         return address.ipv4_mapped
     if address.sixtofour is not None:
         return address.sixtofour
     if address.teredo is not None:
         return address.teredo[1]
-    if address in _NAT64 or (address in _COMPAT and int(address) > 1):
+    carries = any(address in network for network in _LOW_32_CARRIERS)
+    if carries or (address in _COMPAT and int(address) > 1):
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return None
 
 
 def refusal(address: IPAddress, allowed: Sequence[Network] = ()) -> str | None:
-    """Why the address is refused, or None when a webhook may connect to it."""
-    candidates: list[IPAddress] = [address]
-    if isinstance(address, ipaddress.IPv6Address) and (inner := embedded_ipv4(address)):
-        candidates.append(inner)
-    for candidate in candidates:
-        if _is_allowed(candidate, allowed):
-            continue
-        for network, why in REFUSED_NETWORKS:
-            if candidate.version == network.version and candidate in network:
-                return f"{address} is a {why} address"
+    """Why the address is refused, or None when a webhook may connect to it.
+
+    An IPv6 address carrying an IPv4 address is judged by both, the carried one first:
+    `64:ff9b::a9fe:a9fe` reaches 169.254.169.254 through a translator.
+    """
+    inner = embedded_ipv4(address) if isinstance(address, ipaddress.IPv6Address) else None
+    if inner is not None and (why := _refused_range(inner, allowed)):
+        return f"{address} carries {inner}, a {why} address"
+    why = _refused_range(address, allowed)
+    return None if why is None else f"{address} is a {why} address"
+
+
+def _refused_range(address: IPAddress, allowed: Sequence[Network]) -> str | None:
+    """What refused range the address is in, unless an allowed network holds it."""
+    if _is_allowed(address, allowed):
+        return None
+    for network, why in REFUSED_NETWORKS:
+        if address.version == network.version and address in network:
+            return why
     return None
 
 
