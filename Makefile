@@ -2,19 +2,30 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+RUN_STAMP := $(VENV)/.runtime-stamp
 STAMP := $(VENV)/.installed-stamp
+PIP := $(BIN)/python -m pip install -q --disable-pip-version-check
 
-.PHONY: install serve test lint typecheck unit bench clean
+.PHONY: install install-runtime serve test lint typecheck unit bench clean
 
-$(STAMP): requirements.lock pyproject.toml
+# What `tocsin serve` needs, and nothing else: a first `make serve` installs only this.
+$(RUN_STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements.lock
-	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -e .
+	$(PIP) -r requirements.lock
+	$(PIP) --no-deps -e .
+	touch $(RUN_STAMP)
+
+# Everything, development tools (tests, ruff, mypy) included. Depends on both lock
+# files: a pin added to either reinstalls.
+$(STAMP): $(RUN_STAMP) requirements.lock requirements-dev.lock
+	$(PIP) -r requirements.lock -r requirements-dev.lock
 	touch $(STAMP)
+
+install-runtime: $(RUN_STAMP)
 
 install: $(STAMP)
 
-serve: install
+serve: install-runtime
 	$(BIN)/tocsin serve
 
 lint: install
