@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 import socket
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,10 +11,10 @@ import orjson
 import pytest
 
 from tests.conftest import MakeReceiver, Running, StartTocsin
+from tests.golden import vector
 from tocsin.api import create_app
 from tocsin.receiver import Received, Receiver, Reply
 
-VECTORS = Path("/work/shared/vectors")
 BASE = "/api/v1/integrations"
 TARGET = "https://127.0.0.1:8443/hook"  # never connected to: creating does not send
 
@@ -655,8 +653,8 @@ async def test_unsaved_test_succeeds_with_the_receivers_ca(
 async def test_test_message_is_the_spec_message(
     start_tocsin: StartTocsin, receiver: Receiver, ca_pem: str
 ) -> None:
-    vector = json.loads((VECTORS / "test_message.json").read_text())
-    settings = vector["settings"]
+    golden = vector("test_message.json")
+    settings = golden["settings"]
     tocsin = await start_tocsin(
         client_name=settings["client_name"],
         cloud=settings["cloud"],
@@ -670,14 +668,14 @@ async def test_test_message_is_the_spec_message(
     assert response.json()["ok"] is True
     request = receiver.requests[0]
     assert request.headers["Content-Type"] == "application/json"
-    assert orjson.loads(request.body) == [vector["expected"]]
+    assert orjson.loads(request.body) == [golden["expected"]]
 
 
 async def test_test_message_names_the_deployment(
     tocsin: Running, receiver: Receiver, ca_pem: str
 ) -> None:
     """Under the fixture's settings (cloud EU, console my.wallarm.com), the same message."""
-    expected = json.loads((VECTORS / "test_message.json").read_text())["expected"]
+    expected = vector("test_message.json")["expected"]
     text = orjson.dumps(expected).decode()
     text = text.replace("https://us1.my.wallarm.com", "https://my.wallarm.com")
     text = text.replace("(US)", "(EU)").replace("Cloud: US", "Cloud: EU")

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from pathlib import Path
 from typing import Any
 
 import orjson
 
 from tests.conftest import MakeReceiver, Running, StartTocsin, hit
+from tests.golden import vector
 from tocsin.receiver import Received, Receiver, Reply
-
-VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "vectors"
 
 
 def notifications(request: Received) -> list[dict[str, Any]]:
@@ -60,7 +57,7 @@ async def first_error(tocsin: Running, integration_id: int, within: float = 5) -
 async def test_hits_arrive_in_the_spec_format_with_custom_headers_and_method(
     tocsin: Running, receiver: Receiver, ca_pem: str
 ) -> None:
-    vector = json.loads((VECTORS / "hit.json").read_text())
+    golden = vector("hit.json")
     await tocsin.create_integration(
         receiver.url,
         ca_certificate=ca_pem,
@@ -68,7 +65,7 @@ async def test_hits_arrive_in_the_spec_format_with_custom_headers_and_method(
         headers={"Authorization": "Bearer receiver-secret", "X-Team": "blue"},
         events=["hit"],
     )
-    sent = [vector["input"] | {"path": f"/news/{n}"} for n in range(3)]
+    sent = [golden["input"] | {"path": f"/news/{n}"} for n in range(3)]
     await tocsin.report_hits(sent)
     assert await receiver.until(lambda r: len(all_notifications(r)) >= 3)
 
@@ -81,7 +78,7 @@ async def test_hits_arrive_in_the_spec_format_with_custom_headers_and_method(
     assert request.headers["webhook-id"].startswith("msg_")
     assert request.headers["webhook-signature"].startswith("v1,")
     expected = [
-        vector["expected"] | {"details": vector["expected"]["details"] | {"hit": h}} for h in sent
+        golden["expected"] | {"details": golden["expected"]["details"] | {"hit": h}} for h in sent
     ]
     assert all_notifications(receiver) == expected
 

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+from tests.golden import vector
 from tocsin import formats
 from tocsin.models import BodyFormat, RiskLevel
-
-VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "vectors"
-
-
-def vector(name: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((VECTORS / name).read_text())
-    return data
 
 
 def settings_of(data: dict[str, Any]) -> formats.NotifySettings:
