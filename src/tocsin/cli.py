@@ -1,14 +1,11 @@
-"""The `tocsin` command: serve, dispatch, migrate, listen."""
+"""The `tocsin` command: serve, dispatch, migrate, listen, report, demo."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import hmac
-import json
 import logging
 import signal
-import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -23,9 +20,11 @@ from tocsin.config import (
     sqlite_path,
 )
 from tocsin.crypto import Vault, open_vault
-from tocsin.errors import ConfigError, TocsinError
-from tocsin.receiver import Received, Reply
+from tocsin.errors import ConfigError
 from tocsin.store import is_postgres, open_store
+from tocsin.tools.listen import listen
+from tocsin.tools.options import guard as _guard
+from tocsin.tools.options import opt as _opt
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -127,10 +126,6 @@ def rotate_key(database_url: str, secret_key: str | None) -> None:
 
     count = _guard(lambda: _run(go()))
     click.echo(f"re-encrypted the secrets of {count} integrations")
-
-
-def _opt(name: str, env: str, **kwargs: Any) -> Callable[[F], F]:
-    return click.option(name, envvar=env, show_envvar=True, show_default=True, **kwargs)
 
 
 def _options(*decorators: Callable[[F], F]) -> Callable[[F], F]:
@@ -400,71 +395,4 @@ async def _until_signalled() -> None:
     await stop.wait()
 
 
-def _guard(fn: Callable[[], Any]) -> Any:
-    """Turn tocsin's own errors into a one-line message and exit status 2."""
-    try:
-        return fn()
-    except TocsinError as exc:
-        click.echo(f"tocsin: {exc}", err=True)
-        sys.exit(2)
-
-
-@main.command()
-@_opt("--host", "TOCSIN_LISTEN_HOST", default="127.0.0.1", help="Address to listen on.")
-@_opt("--port", "TOCSIN_LISTEN_PORT", default=9000, type=click.IntRange(0, 65535), help="Port.")
-@_opt(
-    "--secret",
-    "TOCSIN_LISTEN_SECRET",
-    default=None,
-    help="whsec_ secret to verify signatures with.",
-)
-def listen(host: str, port: int, secret: str | None) -> None:
-    """A local plain-HTTP receiver that prints incoming notifications."""
-    import time  # noqa: PLC0415
-
-    from tocsin.receiver import Receiver  # noqa: PLC0415 - only listen needs it
-
-    def show(_: int, received: Received) -> Reply:
-        click.echo(describe_request(received, secret))
-        return Reply()
-
-    receiver = Receiver(respond=show, host=host, port=port, keep=False).start()
-    click.echo(f"listening on {receiver.url} (Ctrl-C to stop)", err=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        receiver.stop()
-
-
-def describe_request(received: Received, secret: str | None) -> str:
-    """One line per notification, after a line saying whether the signature verifies."""
-    lines = [f"{received.method} {received.path} webhook-id={received.headers.get('webhook-id')}"]
-    if secret:
-        lines[0] += " signature " + ("ok" if signature_ok(received, secret) else "INVALID")
-    try:
-        text = received.body.decode()
-        items = (
-            [json.loads(line) for line in text.split("\n") if line]
-            if "ndjson" in (received.headers.get("Content-Type") or "")
-            else json.loads(text)
-        )
-    except (UnicodeDecodeError, ValueError):
-        return lines[0] + " (body is not JSON)"
-    lines.extend(f"  {item.get('summary')}" for item in items if isinstance(item, dict))
-    return "\n".join(lines)
-
-
-def signature_ok(received: Received, secret: str) -> bool:
-    from tocsin.delivery import signing  # noqa: PLC0415
-
-    headers = received.headers
-    try:
-        timestamp = int(headers.get("webhook-timestamp", ""))
-    except ValueError:
-        return False
-    expected = signing.sign(secret, headers.get("webhook-id", ""), timestamp, received.body)
-    offered = headers.get("webhook-signature", "").split()
-    return any(hmac.compare_digest(expected, candidate) for candidate in offered)
+main.add_command(listen)
