@@ -33,6 +33,24 @@ from tocsin.models import (
     WebhookSettings,
 )
 from tocsin.roles import MASK
+from tocsin.triggers.definitions import (
+    MAX_COUNT,
+    MAX_FILTERS,
+    MAX_PERIOD,
+    MAX_VALUES,
+    MIN_PERIOD,
+    Action,
+    ActionId,
+    Condition,
+    Filter,
+    FilterId,
+    Operator,
+    Threshold,
+    Trigger,
+    TriggerSpec,
+    check,
+)
+from tocsin.triggers.definitions import MAX_LOCK_TIME as TRIGGER_MAX_LOCK
 
 # RFC 9110 token; matched with fullmatch, since `$` would also accept a trailing newline.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -568,3 +586,120 @@ class ApiChangesIn(BaseModel):
         if not (self.changes or self.rogue_apis):
             raise ValueError("report at least one change or rogue API")
         return self
+
+
+# triggers ------------------------------------------------------------------------------
+
+
+def _filter_value(value: Any) -> Any:
+    """A filter value is text (`sqli`, `203.0.113.7`) or a number (an application, a status)."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError("must be a string or an integer")  # noqa: TRY004 - pydantic wants ValueError
+    if isinstance(value, str) and len(value) > MAX_FILTER_TEXT:
+        raise ValueError(f"must be at most {MAX_FILTER_TEXT} characters")
+    return value
+
+
+MAX_FILTER_TEXT = 2048
+FilterValue = Annotated[str | int, BeforeValidator(_filter_value)]
+StrictCount = Annotated[int, Strict()]
+
+
+class TriggerFilterIn(BaseModel):
+    """`{"id": "attack_type", "operator": "eq", "values": ["sqli", "xss"]}`"""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: FilterId
+    operator: Operator = Operator.EQ
+    values: Annotated[list[FilterValue], Field(min_length=1, max_length=MAX_VALUES)]
+
+
+class TriggerThresholdIn(BaseModel):
+    """More than `count` items within `period` seconds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    count: Annotated[StrictCount, Field(ge=1, le=MAX_COUNT)]
+    period: Annotated[StrictCount, Field(ge=MIN_PERIOD, le=MAX_PERIOD)] = Field(
+        description="Seconds, from 1 to 31 days."
+    )
+    operator: Literal["gt"] = "gt"
+
+
+class TriggerActionIn(BaseModel):
+    """`{"id": "send_notification", "integration_ids": [1]}` or
+    `{"id": "denylist_ip", "lock_time": 3600}` (seconds)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: ActionId
+    integration_ids: Annotated[list[StrictCount], Field(max_length=MAX_VALUES)] | None = None
+    lock_time: Annotated[StrictCount, Field(ge=1, le=TRIGGER_MAX_LOCK)] | None = None
+
+
+class TriggerIn(BaseModel):
+    """A trigger as created or replaced (SPEC 5); check() applies the rules across fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name
+    comment: Annotated[Text, Field(max_length=1024)] = ""
+    enabled: StrictBool = True
+    condition: Condition
+    filters: Annotated[list[TriggerFilterIn], Field(max_length=MAX_FILTERS)] = Field(
+        default_factory=list
+    )
+    threshold: TriggerThresholdIn | None = None
+    actions: Annotated[list[TriggerActionIn], Field(max_length=8)]
+
+    def to_spec(self) -> TriggerSpec:
+        """The definition, checked against SPEC 5's rules (InvalidTrigger names the field)."""
+        threshold = self.threshold
+        return check(
+            TriggerSpec(
+                name=self.name,
+                comment=self.comment,
+                enabled=self.enabled,
+                condition=self.condition,
+                filters=tuple(
+                    Filter(id=f.id, operator=f.operator, values=tuple(f.values))
+                    for f in self.filters
+                ),
+                threshold=Threshold(count=threshold.count, period=threshold.period)
+                if threshold
+                else None,
+                actions=tuple(
+                    Action(
+                        id=a.id,
+                        integration_ids=tuple(a.integration_ids or ()),
+                        lock_time=a.lock_time,
+                    )
+                    for a in self.actions
+                ),
+            )
+        )
+
+
+class TriggerOut(BaseModel):
+    """A trigger as the API shows it."""
+
+    id: int
+    name: str
+    comment: str
+    enabled: bool
+    condition: Condition
+    filters: list[dict[str, Any]]
+    threshold: dict[str, Any] | None
+    actions: list[dict[str, Any]]
+    created_at: float
+    updated_at: float
+
+    @classmethod
+    def of(cls, trigger: Trigger) -> TriggerOut:
+        return cls(
+            id=trigger.id,
+            created_at=trigger.created_at,
+            updated_at=trigger.updated_at,
+            **trigger.spec.as_dict(),
+        )
