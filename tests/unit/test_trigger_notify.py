@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.golden import vector
 from tocsin.api.schemas import TriggerIn
 from tocsin.formats import NotifySettings
 from tocsin.triggers import notify
 from tocsin.triggers.definitions import TriggerSpec
 
-ROOT = Path(__file__).resolve().parents[2]
-# The project's copy of the shared vectors once it has one; the shared folder until then.
-VECTORS = next(
-    p for p in (ROOT / "tests" / "vectors", ROOT.parent / "shared" / "vectors") if p.is_dir()
-)
 SETTINGS = NotifySettings(client_name="TestCompany", cloud="EU", console_url="", partner_name="P")
-
-
-def vector(name: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((VECTORS / name).read_text())
-    return data
 
 
 def spec(**raw: Any) -> TriggerSpec:
