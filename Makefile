@@ -6,7 +6,8 @@ RUN_STAMP := $(VENV)/.runtime-stamp
 STAMP := $(VENV)/.installed-stamp
 PIP := $(BIN)/python -m pip install -q --disable-pip-version-check
 
-.PHONY: install install-runtime serve test lint typecheck unit bench clean
+.PHONY: install install-runtime serve test lint typecheck unit bench clean browser-deps vendor \
+  vendor-check
 
 # What `tocsin serve` needs, and nothing else: a first `make serve` installs only this.
 $(RUN_STAMP): requirements.lock pyproject.toml
@@ -29,14 +30,34 @@ serve: install-runtime
 	$(BIN)/tocsin serve
 
 lint: install
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench web
+	$(BIN)/ruff format --check src tests bench web
 
 typecheck: install
 	$(BIN)/mypy
 
-test: lint typecheck
+test: lint typecheck browser-deps vendor-check
 	$(BIN)/pytest
+
+# The browser tests (tests/browser) drive Debian's Chromium (installed once, as root) and
+# inject axe-core from web/node_modules (npm ci from the committed lock).
+NODE_MODULES := web/node_modules/.package-lock.json
+$(NODE_MODULES): web/package.json web/package-lock.json
+	npm ci --prefix web --no-audit --no-fund
+	touch $(NODE_MODULES)
+
+browser-deps: $(NODE_MODULES)
+	command -v chromium >/dev/null || \
+	  (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+
+# htmx, pinned by web/package-lock.json, is committed in the package's static folder so that
+# `make serve` needs no npm: `vendor` copies it from the verified tarball, `vendor-check`
+# fails unless the committed copy is that file.
+vendor:
+	$(PYTHON) web/vendor.py copy
+
+vendor-check:
+	$(PYTHON) web/vendor.py check
 
 # The peer it measures against is Debian's Alertmanager (installed once, as root).
 # Pass options with BENCH_ARGS, e.g. `make bench BENCH_ARGS=--quick`.

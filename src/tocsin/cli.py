@@ -259,13 +259,19 @@ _worker_options = _options(
     help="SQLite durability.",
 )
 @_opt(
+    "--console-secure-cookies/--no-console-secure-cookies",
+    "TOCSIN_CONSOLE_SECURE_COOKIES",
+    default=False,
+    help="Console cookies only over https, also when served over http behind a TLS proxy.",
+)
+@_opt(
     "--deliver/--no-deliver",
     "TOCSIN_DELIVER",
     default=True,
     help="Run delivery workers in this process (off: API only, `tocsin dispatch` delivers).",
 )
 def serve(**options: Any) -> None:
-    """Run the API, the delivery workers and (later) the console, in one process."""
+    """Run the API, the web console and the delivery workers, in one process."""
     settings = _guard(lambda: _settings(options))
     _guard(lambda: _run(_serve(settings)))
 

@@ -41,6 +41,8 @@ class Settings:
     max_body_bytes: int = 10 * 1024 * 1024
     deliver: bool = True  # serve without delivery workers (PostgreSQL, `tocsin dispatch` delivers)
     retention_days: float = 30.0  # the delivery log, events and expired denylist entries
+    # Mark console cookies Secure even over plain http (TLS ends at a proxy in front).
+    console_secure_cookies: bool = False
 
     def __post_init__(self) -> None:
         # Shorter would prune attempts that the 12-hour auto-disable rule still counts.

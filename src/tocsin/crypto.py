@@ -9,6 +9,7 @@ gives an attacker neither tokens nor a way to test guesses offline.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import os
@@ -42,6 +43,7 @@ class Vault:
                 "TOCSIN_SECRET_KEY: each key must be 32 url-safe base64-encoded bytes "
                 "(make one with `tocsin generate-key`)"
             ) from exc
+        self._keys = list(keys)
         self._mac_keys = [hashlib.sha256(b"tocsin-token-mac:" + key).digest() for key in keys]
         # Stored ciphertext -> its text. Fernet draws a fresh IV for every encryption, so a
         # ciphertext names one text for good; reading an integration on every claim and
@@ -72,6 +74,21 @@ class Vault:
     def rotate(self, stored: str) -> str:
         """The same secret, encrypted with the current key."""
         return PREFIX + self._fernet.rotate(stored.removeprefix(PREFIX).encode()).decode()
+
+    def derived(self, purpose: str) -> MultiFernet:
+        """A cipher of its own for `purpose` (console sessions), one key per vault key.
+
+        Its keys are HMACs of the vault's keys, current first: what it seals can never be
+        opened as a stored secret or the other way round, and rotating the vault's keys
+        rotates it too.
+        """
+        label = f"tocsin-derived:{purpose}".encode()
+        return MultiFernet(
+            [
+                Fernet(base64.urlsafe_b64encode(hmac.new(key, label, hashlib.sha256).digest()))
+                for key in self._keys
+            ]
+        )
 
     def token_digest(self, token: str) -> str:
         """What is stored for a new token (under the current key)."""

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import JSONResponse, Response
 
-from tocsin import __version__
+from tocsin import __version__, web
 from tocsin.api import (
     applications,
     clients,
@@ -63,6 +63,7 @@ def create_app(runtime: Tocsin, *, manage_lifecycle: bool = False) -> FastAPI:
     app.include_router(api)
     app.include_router(operators)
     app.include_router(health)
+    web.install(app, runtime)
     app.router.routes[:0] = ingest.DIRECT_ROUTES  # sensors' hot path, ahead of FastAPI's
     return app
 
