@@ -98,7 +98,9 @@ def _wait_ready(process: subprocess.Popen[bytes], api: httpx.Client, log: Path) 
     pytest.fail(f"tocsin serve did not become ready:\n{log.read_text()}")
 
 
-@pytest.fixture(scope="session")
+# Module scope: Playwright's sync API keeps an event loop running in this thread while it
+# is open, and the asyncio tests of other modules need the thread without one.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         pytest.fail(
