@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
+
 TOCSIN = str(Path(sys.executable).with_name("tocsin"))
 
 
@@ -149,3 +151,37 @@ def group_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+@contextlib.contextmanager
+def serving(database: Path, **env: str) -> Iterator[tuple[Spawned, str]]:
+    """`tocsin serve` on a SQLite file and a free port, ready; the base URL with it.
+
+    Targets may be on loopback; the first administrator's token is tests.conftest's
+    ADMIN_TOKEN. Keyword arguments are more TOCSIN_* variables.
+    """
+    from tests.conftest import ADMIN_TOKEN  # noqa: PLC0415 - conftest imports pytest plugins
+
+    port = free_port()
+    settings = {
+        "TOCSIN_DATABASE_URL": f"sqlite:///{database}",
+        "TOCSIN_PORT": str(port),
+        "TOCSIN_ADMIN_TOKEN": ADMIN_TOKEN,
+        "TOCSIN_ALLOWED_NETWORKS": "127.0.0.0/8",
+        "TOCSIN_SQLITE_SYNCHRONOUS": "NORMAL",
+    }
+    with spawn([TOCSIN, "serve"], env=settings | env) as server:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(server, url)
+        yield server, url
+
+
+def wait_ready(server: Spawned, url: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert server.process.poll() is None, f"tocsin serve exited:\n{server.dump()}"
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"tocsin serve was not ready within 30 s:\n{server.dump()}")

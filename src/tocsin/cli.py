@@ -23,8 +23,10 @@ from tocsin.crypto import Vault, open_vault
 from tocsin.errors import ConfigError
 from tocsin.store import is_postgres, open_store
 from tocsin.tools.listen import listen
+from tocsin.tools.options import OneLineErrors as _OneLineErrors
 from tocsin.tools.options import guard as _guard
 from tocsin.tools.options import opt as _opt
+from tocsin.tools.report import report
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -74,7 +76,7 @@ def _run(coro: Any) -> Any:
         return asyncio.run(coro)
 
 
-@click.group()
+@click.group(cls=_OneLineErrors)
 @click.version_option(__version__, prog_name="tocsin")
 def main() -> None:
     """tocsin: security events in, Wallarm-format webhooks out."""
@@ -402,3 +404,4 @@ async def _until_signalled() -> None:
 
 
 main.add_command(listen)
+main.add_command(report)

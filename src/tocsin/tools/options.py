@@ -16,7 +16,8 @@ T = TypeVar("T")
 
 
 def opt(name: str, env: str, **kwargs: Any) -> Callable[[F], F]:
-    return click.option(name, envvar=env, show_envvar=True, show_default=True, **kwargs)
+    kwargs.setdefault("show_default", True)
+    return click.option(name, envvar=env, show_envvar=True, **kwargs)
 
 
 def guard(fn: Callable[[], T]) -> T:
@@ -26,3 +27,24 @@ def guard(fn: Callable[[], T]) -> T:
     except TocsinError as exc:
         click.echo(f"tocsin: {exc}", err=True)
         sys.exit(2)
+
+
+class OneLineErrors(click.Group):
+    """A click group whose usage errors are one line, not click's usage block.
+
+    `tocsin: Invalid value for '--status' ...: 99 is not in the range 200<=x<=599 (see
+    tocsin listen --help)`, with click's exit status (2).
+    """
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            return super().main(*args, **kwargs)
+        except click.ClickException as exc:
+            context = getattr(exc, "ctx", None)
+            hint = f" (see {context.command_path} --help)" if context is not None else ""
+            click.echo(f"tocsin: {exc.format_message()}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("tocsin: aborted", err=True)
+            sys.exit(1)
