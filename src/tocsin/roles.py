@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from tocsin.models import Role
+from tocsin.errors import Forbidden
+from tocsin.models import Principal, Role
 
 
 class Permission(StrEnum):
@@ -53,3 +54,10 @@ def refusal(role: Role, *permissions: Permission) -> str | None:
     wanted = " or ".join(_VERBS[permission] for permission in permissions)
     holders = sorted(r.value for r in Role if allows(r, *permissions))
     return f"the {role.value} role cannot {wanted} (roles that can: {', '.join(holders)})"
+
+
+def require(caller: Principal, *permissions: Permission) -> Principal:
+    """The caller, if its role holds any of the permissions (SPEC 6.3); else Forbidden."""
+    if why := refusal(caller.role, *permissions):
+        raise Forbidden(why)
+    return caller

@@ -1,58 +1,25 @@
-"""The running service: store, sender and dispatcher wired together, shared by API and CLI."""
+"""The running service: store, sender and dispatcher wired together for the CLI.
+
+`Tocsin` builds one process's parts and its operations `Context` (tocsin.app), which is
+all the API hands its routes; it starts and stops the parts.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
-import socket
 from collections.abc import Sequence
-from urllib.parse import urlsplit
 
 from tocsin import events, formats, ids
+from tocsin.app import Context, PrincipalCache
 from tocsin.clock import Clock, SystemClock
 from tocsin.config import Settings
 from tocsin.crypto import Vault
-from tocsin.delivery import Dispatcher, Sender, guard
-from tocsin.errors import TargetRefused
+from tocsin.delivery import Dispatcher, Sender
 from tocsin.metrics import Metrics
-from tocsin.models import Client, Integration, NewEvent, Principal
+from tocsin.models import Client, Integration, NewEvent
 from tocsin.ratelimit import RateLimiter
 from tocsin.store import AutoDisabled, Bootstrap, Store
 
-
-class PrincipalCache:
-    """Who holds a token, remembered for `ttl` seconds so that a sensor's every request
-    does not wait on a database round trip to authenticate.
-
-    Any change to users, tokens or clients in this process clears it, so there it takes
-    effect at once; a change made by another process sharing PostgreSQL takes effect here
-    within `ttl`.
-    """
-
-    def __init__(self, ttl: float, capacity: int = 10_000) -> None:
-        self.ttl = ttl
-        self._capacity = capacity
-        self._known: dict[str, tuple[Principal, float]] = {}
-
-    def get(self, digest: str, now: float) -> Principal | None:
-        found = self._known.get(digest)
-        if found is None:
-            return None
-        principal, seen_at = found
-        expires_at = principal.token_expires_at
-        if not seen_at <= now < seen_at + self.ttl or (
-            expires_at is not None and now >= expires_at
-        ):
-            return None
-        return principal
-
-    def put(self, digest: str, principal: Principal, now: float) -> None:
-        if len(self._known) >= self._capacity:
-            self._known = {}
-        self._known[digest] = (principal, now)
-
-    def clear(self) -> None:
-        self._known = {}
+__all__ = ["PrincipalCache", "Tocsin"]
 
 
 class Tocsin:
@@ -82,6 +49,17 @@ class Tocsin:
             self.clock,
             on_auto_disabled=self._auto_disabled,
             metrics=self.metrics,
+        )
+        self.context = Context(
+            settings=settings,
+            store=store,
+            vault=vault,
+            clock=self.clock,
+            sender=self.sender,
+            dispatcher=self.dispatcher,
+            metrics=self.metrics,
+            principals=self.principals,
+            ingest_limiter=self.ingest_limiter,
         )
 
     async def start(self, *, deliver: bool = True) -> str | None:
@@ -115,13 +93,7 @@ class Tocsin:
         return token if created else None
 
     def notify_settings(self, client: Client) -> formats.NotifySettings:
-        return formats.NotifySettings(
-            client_name=client.name,
-            cloud=client.cloud,
-            console_url=client.console_url,
-            partner_name=self.settings.partner_name,
-            summary_prefix=self.settings.summary_prefix,
-        )
+        return self.context.notify_settings(client)
 
     async def ingest(self, client: Client, new_events: Sequence[NewEvent]) -> int:
         """Store events with their outbox rows, then wake the dispatcher."""
@@ -163,30 +135,4 @@ class Tocsin:
             }
             await self.integration_event(
                 client, "integration_auto_disabled", found.integration, "system", extra
-            )
-
-    async def check_target(self, url: str) -> None:
-        """Refuse a target the deployment does not allow (scheme, or where its name resolves)."""
-        parts = urlsplit(url)
-        if parts.scheme != "https" and not self.settings.allow_http:
-            raise TargetRefused("url must use https:// (this deployment does not allow http://)")
-        host = parts.hostname or ""
-        allowed = self.settings.allowed_networks
-        guard.check_address(host, allowed)
-        if guard.literal_address(host) is None:
-            await _check_name(host, parts.port or 443, allowed)
-
-
-async def _check_name(host: str, port: int, allowed: Sequence[guard.Network]) -> None:
-    """Refuse a name resolving to a refused address; one that does not resolve yet passes."""
-    loop = asyncio.get_running_loop()
-    try:
-        infos = await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), 5)
-    except (OSError, TimeoutError, UnicodeError):
-        return
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if why := guard.refusal(address, allowed):
-            raise TargetRefused(
-                f"target refused: {host} resolves to {why}; TOCSIN_ALLOWED_NETWORKS can allow it"
             )

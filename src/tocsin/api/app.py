@@ -19,15 +19,19 @@ from tocsin.api import (
     integrations,
     users,
 )
-from tocsin.api.deps import Service, known_ids
+from tocsin.api.deps import Ctx, known_ids
 from tocsin.api.schemas import ErrorOut
-from tocsin.errors import StoreError
+from tocsin.app import health as checks
 from tocsin.metrics import CONTENT_TYPE
 from tocsin.service import Tocsin
 
 
 def create_app(runtime: Tocsin, *, manage_lifecycle: bool = False) -> FastAPI:
-    """The ASGI app for a service; with `manage_lifecycle` the app starts and stops it."""
+    """The ASGI app for a service; with `manage_lifecycle` the app starts and stops it.
+
+    Routes reach the service's operations context (`app.state.context`), never the
+    service itself.
+    """
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -47,7 +51,7 @@ def create_app(runtime: Tocsin, *, manage_lifecycle: bool = False) -> FastAPI:
         redoc_url=None,
         lifespan=lifespan,
     )
-    app.state.tocsin = runtime
+    app.state.context = runtime.context
     errors.install(app)
     api = APIRouter(prefix="/api/v1", dependencies=[Depends(known_ids)], responses=ERRORS)
     api.include_router(integrations.router)
@@ -100,25 +104,18 @@ async def healthz() -> dict[str, str]:
     response_class=Response,
     responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}}},
 )
-async def metrics(runtime: Service) -> Response:
+async def metrics(ctx: Ctx) -> Response:
     """Prometheus metrics: this process's counters, the deployment's queue and integrations."""
-    stats = await runtime.store.stats()
-    return Response(runtime.metrics.render(stats), media_type=CONTENT_TYPE)
+    return Response(await checks.metrics(ctx), media_type=CONTENT_TYPE)
 
 
 @health.get(
     "/readyz",
     responses={503: {"description": "The database does not answer or delivery is not running."}},
 )
-async def readyz(runtime: Service) -> JSONResponse:
+async def readyz(ctx: Ctx) -> JSONResponse:
     """The database answers and the delivery workers run."""
-    problems = []
-    try:
-        await runtime.store.ping()
-    except StoreError as exc:
-        problems.append(f"database: {exc}")
-    if runtime.settings.deliver and not runtime.dispatcher.running:
-        problems.append("delivery workers are not running")
+    problems = await checks.problems(ctx)
     if problems:
         return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)
     return JSONResponse({"status": "ready"})

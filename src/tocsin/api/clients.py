@@ -10,75 +10,67 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials
 
-from tocsin import ids
-from tocsin.api.deps import JsonRoute, Service, check_ids, operator
+from tocsin.api.deps import Ctx, JsonRoute, bearer, check_ids
 from tocsin.api.schemas import ClientChange, ClientCreated, ClientIn, ClientOut, UserOut
-from tocsin.errors import NotFound
-from tocsin.models import Client, Role
+from tocsin.app import clients
+from tocsin.app.clients import DeploymentOperator
 
 
-async def _operator_ids(request: Request, _: Annotated[None, Depends(operator)]) -> None:
+async def _operator(
+    request: Request,
+    ctx: Ctx,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> DeploymentOperator:
+    token = None if credentials is None else credentials.credentials
+    operator = await clients.admit_operator(ctx, token)
     check_ids(request)
+    return operator
 
 
-router = APIRouter(
-    prefix="/clients",
-    tags=["clients"],
-    route_class=JsonRoute,
-    dependencies=[Depends(_operator_ids)],
-)
+Operator = Annotated[DeploymentOperator, Depends(_operator)]
 
-
-async def _get(runtime: Service, client_id: int) -> Client:
-    found = await runtime.store.get_client(client_id)
-    if found is None:
-        raise NotFound(f"client {client_id} not found")
-    return found
+router = APIRouter(prefix="/clients", tags=["clients"], route_class=JsonRoute)
 
 
 @router.post("", status_code=201, response_model=ClientCreated)
-async def create(body: ClientIn, runtime: Service) -> ClientCreated:
+async def create(body: ClientIn, ctx: Ctx, operator: Operator) -> ClientCreated:
     """A client with its first administrator, whose token is shown this once."""
-    now = runtime.clock.now()
-    client = await runtime.store.create_client(body.name, body.cloud, body.console_url, now)
-    admin = await runtime.store.create_user(
-        client.id, email=body.admin_email, name=body.admin_name, role=Role.ADMINISTRATOR, now=now
-    )
-    secret = ids.api_token()
-    await runtime.store.create_token(
-        client.id,
-        admin.id,
-        name="first administrator",
-        token_hash=runtime.vault.token_digest(secret),
-        expires_at=None,
-        now=now,
+    made = await clients.create_client(
+        ctx,
+        operator,
+        name=body.name,
+        cloud=body.cloud,
+        console_url=body.console_url,
+        admin_email=body.admin_email,
+        admin_name=body.admin_name,
     )
     return ClientCreated(
-        administrator=UserOut.of(admin), token=secret, **ClientOut.of(client).model_dump()
+        administrator=UserOut.of(made.administrator),
+        token=made.secret,
+        **ClientOut.of(made.client).model_dump(),
     )
 
 
 @router.get("", response_model=list[ClientOut])
-async def list_all(runtime: Service) -> list[ClientOut]:
-    return [ClientOut.of(client) for client in await runtime.store.list_clients()]
+async def list_all(ctx: Ctx, operator: Operator) -> list[ClientOut]:
+    return [ClientOut.of(client) for client in await clients.list_clients(ctx, operator)]
 
 
 @router.get("/{client_id}", response_model=ClientOut)
-async def read(client_id: int, runtime: Service) -> ClientOut:
-    return ClientOut.of(await _get(runtime, client_id))
+async def read(client_id: int, ctx: Ctx, operator: Operator) -> ClientOut:
+    return ClientOut.of(await clients.get_client(ctx, operator, client_id))
 
 
 @router.patch("/{client_id}", response_model=ClientOut)
-async def change(client_id: int, body: ClientChange, runtime: Service) -> ClientOut:
-    current = await _get(runtime, client_id)
-    updated = await runtime.store.update_client(
+async def change(client_id: int, body: ClientChange, ctx: Ctx, operator: Operator) -> ClientOut:
+    updated = await clients.update_client(
+        ctx,
+        operator,
         client_id,
-        name=body.name if body.name is not None else current.name,
-        cloud=body.cloud if body.cloud is not None else current.cloud,
-        console_url=body.console_url if body.console_url is not None else current.console_url,
+        name=body.name,
+        cloud=body.cloud,
+        console_url=body.console_url,
     )
-    runtime.principals.clear()  # a caller's client (its name, cloud, console URL) changed
-    if updated is None:
-        raise NotFound(f"client {client_id} not found")
     return ClientOut.of(updated)

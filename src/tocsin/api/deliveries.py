@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from tocsin.api.deps import Operator, Reader, Service
+from tocsin.api.deps import Ctx, Operator, Reader
 from tocsin.api.schemas import AttemptOut, DeliveryOut, DeliveryPage
-from tocsin.errors import NotFound
+from tocsin.app import deliveries
 from tocsin.models import Delivery
 
 router = APIRouter(tags=["deliveries"])
@@ -44,7 +44,7 @@ def delivery_out(delivery: Delivery) -> DeliveryOut:
 @router.get("/integrations/{integration_id}/deliveries", response_model=DeliveryPage)
 async def list_deliveries(
     integration_id: int,
-    runtime: Service,
+    ctx: Ctx,
     caller: Reader,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     before: Annotated[
@@ -53,25 +53,18 @@ async def list_deliveries(
         Query(ge=1, le=2**63 - 1, description="return deliveries older than this id"),
     ] = None,
 ) -> DeliveryPage:
-    if await runtime.store.get_integration(caller.client.id, integration_id) is None:
-        raise NotFound(f"integration {integration_id} not found")
-    found = await runtime.store.list_deliveries(
-        caller.client.id, integration_id, limit=limit, before=before
+    found = await deliveries.list_deliveries(
+        ctx, caller, integration_id, limit=limit, before=before
     )
     next_before = found[-1].id if len(found) == limit else None
     return DeliveryPage(items=[delivery_out(item) for item in found], next_before=next_before)
 
 
 @router.get("/deliveries/{delivery_id}", response_model=DeliveryOut)
-async def read_delivery(delivery_id: int, runtime: Service, caller: Reader) -> DeliveryOut:
-    found = await runtime.store.get_delivery(caller.client.id, delivery_id)
-    if found is None:
-        raise NotFound(f"delivery {delivery_id} not found")
-    return delivery_out(found)
+async def read_delivery(delivery_id: int, ctx: Ctx, caller: Reader) -> DeliveryOut:
+    return delivery_out(await deliveries.get_delivery(ctx, caller, delivery_id))
 
 
 @router.post("/deliveries/{delivery_id}/resend", response_model=DeliveryOut)
-async def resend(delivery_id: int, runtime: Service, caller: Operator) -> DeliveryOut:
-    delivery = await runtime.store.resend(caller.client.id, delivery_id, runtime.clock.now())
-    runtime.dispatcher.wake()
-    return delivery_out(delivery)
+async def resend(delivery_id: int, ctx: Ctx, caller: Operator) -> DeliveryOut:
+    return delivery_out(await deliveries.resend(ctx, caller, delivery_id))

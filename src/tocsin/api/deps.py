@@ -1,9 +1,7 @@
-"""Request dependencies: the running service, the authenticated caller and the JSON body."""
+"""Request dependencies: the operations context, the authenticated caller and the JSON body."""
 
 from __future__ import annotations
 
-import hmac
-import math
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
@@ -13,45 +11,31 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import ClientDisconnect
 
-from tocsin import formats, roles
+from tocsin import formats
 from tocsin.api.errors import ApiError
+from tocsin.app import Context, accounts
 from tocsin.errors import NotFound
 from tocsin.models import Principal
-from tocsin.roles import Permission
-from tocsin.service import Tocsin
+from tocsin.roles import Permission, require
 
-_bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer <token>`")
-
-
-async def service(request: Request) -> Tocsin:  # async: no thread hop per request
-    runtime: Tocsin = request.app.state.tocsin
-    return runtime
+bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer <token>`")
 
 
-Service = Annotated[Tocsin, Depends(service)]
+async def context(request: Request) -> Context:  # async: no thread hop per request
+    ctx: Context = request.app.state.context
+    return ctx
+
+
+Ctx = Annotated[Context, Depends(context)]
 
 
 async def principal(
-    runtime: Service,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ctx: Ctx,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
-    return await authenticate(runtime, None if credentials is None else credentials.credentials)
-
-
-async def authenticate(runtime: Tocsin, token: str | None) -> Principal:
-    """The holder of a bearer token (remembered briefly: PrincipalCache), or 401."""
-    if not token:
-        raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>")
-    digests = runtime.vault.token_digests(token)
-    now = runtime.clock.now()
-    cache = runtime.principals
-    found = cache.get(digests[0], now)
-    if found is None:
-        found = await runtime.store.principal(digests, now)
-        if found is None:
-            raise ApiError(401, "unauthorized", "the token is unknown, expired or revoked")
-        cache.put(digests[0], found, now)
-    return found
+    return await accounts.authenticate(
+        ctx, None if credentials is None else credentials.credentials
+    )
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -60,18 +44,15 @@ def bearer_token(authorization: str | None) -> str | None:
     return token.strip() or None if scheme.lower() == "bearer" else None
 
 
-def require(caller: Principal, *permissions: Permission) -> Principal:
-    """The caller, if its role holds any of the permissions (SPEC 6.3); else 403."""
-    if why := roles.refusal(caller.role, *permissions):
-        raise ApiError(403, "forbidden", why)
-    return caller
-
-
 Caller = Annotated[Principal, Depends(principal)]
 
 
 def _requiring(*permissions: Permission) -> Callable[[Principal], Coroutine[Any, Any, Principal]]:
-    """A dependency admitting callers whose role holds any of the permissions (SPEC 6.3)."""
+    """A dependency admitting callers whose role holds any of the permissions (SPEC 6.3).
+
+    The operation checks the same again (it is what the console and triggers call); the
+    route checks first so that a refused caller hears 403 before its body is validated.
+    """
 
     async def check(caller: Caller) -> Principal:
         return require(caller, *permissions)
@@ -85,40 +66,6 @@ Manager = Annotated[Principal, Depends(_requiring(Permission.MANAGE))]
 Ingester = Annotated[Principal, Depends(_requiring(Permission.INGEST))]
 # A sensor reports a denylisted IP; an administrator adds one by hand.
 Denylister = Annotated[Principal, Depends(_requiring(Permission.INGEST, Permission.MANAGE))]
-
-
-def actor(caller: Principal) -> str:
-    """How system notifications name the caller: `Name <email>`."""
-    return f"{caller.name} <{caller.email}>" if caller.name else caller.email
-
-
-def admit_events(runtime: Tocsin, caller: Principal, count: int) -> None:
-    """Count ingested events against the caller's token: 429 with Retry-After past its rate."""
-    wait = runtime.ingest_limiter.take(caller.token_id, count, runtime.clock.now())
-    if wait > 0:
-        seconds = max(1, math.ceil(wait))
-        limit = runtime.settings.ingest_rate
-        raise ApiError(
-            429,
-            "rate_limited",
-            f"this token may report {limit:g} events per second; retry in {seconds} s",
-            headers={"Retry-After": str(seconds)},
-        )
-
-
-async def operator(
-    runtime: Service,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> None:
-    """The deployment-wide operator token (TOCSIN_OPERATOR_TOKEN) manages clients."""
-    if credentials is None:
-        raise ApiError(401, "unauthorized", "send Authorization: Bearer <operator token>")
-    configured = runtime.settings.operator_token
-    if not configured:
-        message = "clients are managed with the operator token; none is set (TOCSIN_OPERATOR_TOKEN)"
-        raise ApiError(403, "forbidden", message)
-    if not hmac.compare_digest(credentials.credentials.encode(), configured.encode()):
-        raise ApiError(403, "forbidden", "clients are managed with the deployment's operator token")
 
 
 _MAX_ID = 2**63 - 1  # ids are 64-bit database integers
@@ -144,7 +91,7 @@ def check_ids(request: Request) -> None:
 
 async def read_body(request: Request) -> bytes:
     """The request body, refused with 413 past the deployment's limit, declared or streamed."""
-    limit: int = request.app.state.tocsin.settings.max_body_bytes
+    limit: int = request.app.state.context.settings.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "too_large", f"the body exceeds {limit} bytes", "body")

@@ -10,7 +10,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from tocsin.errors import Conflict, NotFound, StoreError, TargetRefused, TocsinError
+from tocsin.errors import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    RateLimited,
+    StoreError,
+    TargetRefused,
+    TocsinError,
+    Unauthorized,
+)
 from tocsin.events import InvalidEvent
 
 log = logging.getLogger("tocsin.api")
@@ -89,15 +99,26 @@ async def _api(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status, exc.code, exc.message, exc.field, exc.headers)
 
 
+# Refusals whose message is the whole answer, by the status they become.
+_PLAIN: tuple[tuple[type[TocsinError], int, str], ...] = (
+    (Unauthorized, 401, "unauthorized"),
+    (Forbidden, 403, "forbidden"),
+    (NotFound, 404, "not_found"),
+    (Conflict, 409, "conflict"),
+)
+
+
 async def _domain(_: Request, exc: Exception) -> JSONResponse:
-    if isinstance(exc, NotFound):
-        return error_response(404, "not_found", str(exc))
-    if isinstance(exc, Conflict):
-        return error_response(409, "conflict", str(exc))
+    for kind, status, code in _PLAIN:
+        if isinstance(exc, kind):
+            return error_response(status, code, str(exc))
     if isinstance(exc, TargetRefused):
         return error_response(422, "target_refused", str(exc), "url")
-    if isinstance(exc, InvalidEvent):
+    if isinstance(exc, (Invalid, InvalidEvent)):
         return error_response(422, "invalid", f"{exc.field}: {exc}", exc.field)
+    if isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(exc.retry_after)}
+        return error_response(429, "rate_limited", str(exc), headers=headers)
     if isinstance(exc, StoreError):
         log.error("database error: %s", exc)
         return error_response(503, "unavailable", "the database is unavailable; retry later")

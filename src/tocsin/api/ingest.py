@@ -6,7 +6,6 @@ counts the events against the token's ingestion rate (429 with Retry-After past 
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -14,22 +13,11 @@ import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from starlette.routing import Route
 
-from tocsin import events, ids
-from tocsin.api.deps import (
-    Ingester,
-    JsonRoute,
-    Service,
-    actor,
-    admit_events,
-    authenticate,
-    bearer_token,
-    json_body,
-    require,
-)
+from tocsin.api.deps import Ctx, Ingester, JsonRoute, bearer_token, json_body
 from tocsin.api.schemas import Accepted, ApiChangesIn, ScopeChangeIn
-from tocsin.models import EventType, Principal
-from tocsin.roles import Permission
-from tocsin.service import Tocsin
+from tocsin.app import Context, accounts, ingestion
+from tocsin.models import Principal
+from tocsin.roles import Permission, require
 
 router = APIRouter(tags=["ingestion"])
 
@@ -69,39 +57,18 @@ _VULNS_SCHEMA = {
 
 
 @router.post("/hits", status_code=202, response_model=Accepted, openapi_extra=_HITS_SCHEMA)
-async def report_hits(body: Body, runtime: Service, caller: Ingester) -> Accepted:
-    return Accepted(accepted=await _accept_hits(runtime, caller, body))
+async def report_hits(body: Body, ctx: Ctx, caller: Ingester) -> Accepted:
+    return Accepted(accepted=await ingestion.report_hits(ctx, caller, body))
 
 
 @router.post(
     "/vulnerabilities", status_code=202, response_model=Accepted, openapi_extra=_VULNS_SCHEMA
 )
-async def report_vulnerabilities(body: Body, runtime: Service, caller: Ingester) -> Accepted:
-    return Accepted(accepted=await _accept_vulnerabilities(runtime, caller, body))
+async def report_vulnerabilities(body: Body, ctx: Ctx, caller: Ingester) -> Accepted:
+    return Accepted(accepted=await ingestion.report_vulnerabilities(ctx, caller, body))
 
 
-async def _accept_hits(runtime: Tocsin, caller: Principal, body: Any) -> int:
-    client = caller.client
-    new = events.hit_events(
-        body,
-        runtime.notify_settings(client),
-        now=runtime.clock.now(),
-        new_id=ids.hit_ids(client.id),
-    )
-    admit_events(runtime, caller, len(new))
-    return await runtime.ingest(client, new)
-
-
-async def _accept_vulnerabilities(runtime: Tocsin, caller: Principal, body: Any) -> int:
-    client = caller.client
-    new = events.vuln_events(
-        body, runtime.notify_settings(client), new_id=lambda: secrets.randbelow(2**53)
-    )
-    admit_events(runtime, caller, len(new))
-    return await runtime.ingest(client, new)
-
-
-Accept = Callable[[Tocsin, Principal, Any], Awaitable[int]]
+Accept = Callable[[Context, Principal, Any], Awaitable[int]]
 
 
 def _direct(accept: Accept) -> Callable[[Request], Awaitable[Response]]:
@@ -112,10 +79,10 @@ def _direct(accept: Accept) -> Callable[[Request], Awaitable[Response]]:
     checks these endpoints against it)."""
 
     async def endpoint(request: Request) -> Response:
-        runtime: Tocsin = request.app.state.tocsin
+        ctx: Context = request.app.state.context
         token = bearer_token(request.headers.get("authorization"))
-        caller = require(await authenticate(runtime, token), Permission.INGEST)
-        accepted = await accept(runtime, caller, await json_body(request))
+        caller = require(await accounts.authenticate(ctx, token), Permission.INGEST)
+        accepted = await accept(ctx, caller, await json_body(request))
         body = orjson.dumps({"accepted": accepted})
         return Response(body, status_code=202, media_type="application/json")
 
@@ -124,8 +91,8 @@ def _direct(accept: Accept) -> Callable[[Request], Awaitable[Response]]:
 
 # Mounted ahead of the API router by create_app.
 DIRECT_ROUTES = (
-    Route("/api/v1/hits", _direct(_accept_hits), methods=["POST"]),
-    Route("/api/v1/vulnerabilities", _direct(_accept_vulnerabilities), methods=["POST"]),
+    Route("/api/v1/hits", _direct(ingestion.report_hits), methods=["POST"]),
+    Route("/api/v1/vulnerabilities", _direct(ingestion.report_vulnerabilities), methods=["POST"]),
 )
 
 
@@ -133,24 +100,14 @@ typed = APIRouter(tags=["ingestion"], route_class=JsonRoute)
 
 
 @typed.post("/scope-changes", status_code=202, response_model=Accepted)
-async def report_scope_change(body: ScopeChangeIn, runtime: Service, caller: Ingester) -> Accepted:
+async def report_scope_change(body: ScopeChangeIn, ctx: Ctx, caller: Ingester) -> Accepted:
     """One `scope_changed` notification to integrations subscribed to `scope`."""
-    admit_events(runtime, caller, 1)
-    changes = body.model_dump()
-    event = events.scope_event(
-        changes,
-        runtime.notify_settings(caller.client),
-        actor=actor(caller),
-        now=runtime.clock.now(),
-    )
-    return Accepted(accepted=await runtime.ingest(caller.client, [event]))
+    return Accepted(accepted=await ingestion.report_scope_change(ctx, caller, body.model_dump()))
 
 
 @typed.post("/api-changes", status_code=202, response_model=Accepted)
-async def report_api_changes(body: ApiChangesIn, runtime: Service, caller: Ingester) -> Accepted:
+async def report_api_changes(body: ApiChangesIn, ctx: Ctx, caller: Ingester) -> Accepted:
     """Stored as one `api_change` event per item, for the api_changes and rogue_api triggers."""
     items = [change.model_dump() for change in body.changes]
     items += [rogue.model_dump() | {"rogue": True} for rogue in body.rogue_apis]
-    admit_events(runtime, caller, len(items))
-    new = [events.record_event(EventType.API_CHANGE, item) for item in items]
-    return Accepted(accepted=await runtime.ingest(caller.client, new))
+    return Accepted(accepted=await ingestion.report_api_changes(ctx, caller, items))

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol, runtime_checkable
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from tocsin.errors import Conflict
 from tocsin.models import (
@@ -29,6 +29,20 @@ from tocsin.models import (
     User,
     WebhookSettings,
 )
+
+T = TypeVar("T")
+
+# What a change notifies, rendered from its result inside the change's transaction: the
+# store ingests the events in that same transaction, so both commit or neither does.
+Audit = Callable[[T], Sequence[NewEvent]]
+
+
+@dataclass(frozen=True, slots=True)
+class Changed(Generic[T]):
+    """An object as it was before a change and as the change left it (read in one transaction)."""
+
+    before: T
+    after: T
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -302,7 +316,14 @@ class Store(Protocol):
     ) -> Client | None: ...
 
     async def create_user(
-        self, client_id: int, *, email: str, name: str, role: Role, now: float
+        self,
+        client_id: int,
+        *,
+        email: str,
+        name: str,
+        role: Role,
+        now: float,
+        audit: Audit[User] | None = None,
     ) -> User:
         """Add a user; Conflict when the client already has a user with this email."""
         ...
@@ -313,11 +334,21 @@ class Store(Protocol):
 
     async def get_user(self, client_id: int, user_id: int) -> User | None: ...
 
-    async def set_role(self, client_id: int, user_id: int, role: Role, now: float) -> User | None:
+    async def set_role(
+        self,
+        client_id: int,
+        user_id: int,
+        role: Role,
+        now: float,
+        *,
+        audit: Audit[Changed[User]] | None = None,
+    ) -> User | None:
         """Change a user's role; Conflict when that leaves the client without an administrator."""
         ...
 
-    async def delete_user(self, client_id: int, user_id: int, now: float) -> User | None:
+    async def delete_user(
+        self, client_id: int, user_id: int, now: float, *, audit: Audit[User] | None = None
+    ) -> User | None:
         """Delete a user and its tokens; return it as it was.
 
         Conflict when it is the client's last administrator.
@@ -347,7 +378,13 @@ class Store(Protocol):
 
     # applications and the denylist
     async def create_application(
-        self, client_id: int, *, name: str, now: float, application_id: int | None = None
+        self,
+        client_id: int,
+        *,
+        name: str,
+        now: float,
+        application_id: int | None = None,
+        audit: Audit[Application] | None = None,
     ) -> Application:
         """Add an application; without an id it gets the client's highest id + 1.
 
@@ -362,11 +399,27 @@ class Store(Protocol):
     async def get_application(self, client_id: int, application_id: int) -> Application | None: ...
 
     async def rename_application(
-        self, client_id: int, application_id: int, name: str, now: float
+        self,
+        client_id: int,
+        application_id: int,
+        name: str,
+        now: float,
+        *,
+        audit: Audit[Changed[Application]] | None = None,
     ) -> Application | None: ...
 
-    async def delete_application(self, client_id: int, application_id: int) -> Application | None:
-        """Delete an application; return it as it was."""
+    async def delete_application(
+        self,
+        client_id: int,
+        application_id: int,
+        *,
+        now: float | None = None,
+        audit: Audit[Application] | None = None,
+    ) -> Application | None:
+        """Delete an application; return it as it was.
+
+        `now` is when `audit`'s events are stored (the store keeps no deletion time).
+        """
         ...
 
     async def add_denylist(
@@ -379,6 +432,7 @@ class Store(Protocol):
         expire_at: float,
         created_by: str,
         now: float,
+        audit: Audit[DenylistEntry] | None = None,
     ) -> DenylistEntry:
         """Denylist an address; Conflict while an unexpired entry has its ip and application."""
         ...
@@ -399,7 +453,13 @@ class Store(Protocol):
 
     # integrations
     async def create_integration(
-        self, client_id: int, settings: WebhookSettings, signing_secret: str, now: float
+        self,
+        client_id: int,
+        settings: WebhookSettings,
+        signing_secret: str,
+        now: float,
+        *,
+        audit: Audit[Integration] | None = None,
     ) -> Integration: ...
 
     async def get_integration(self, client_id: int, integration_id: int) -> Integration | None: ...
@@ -407,7 +467,13 @@ class Store(Protocol):
     async def list_integrations(self, client_id: int) -> list[Integration]: ...
 
     async def update_integration(
-        self, client_id: int, integration_id: int, settings: WebhookSettings, now: float
+        self,
+        client_id: int,
+        integration_id: int,
+        settings: WebhookSettings,
+        now: float,
+        *,
+        audit: Audit[Changed[Integration]] | None = None,
     ) -> Integration | None:
         """Replace the settings; turning `enabled` off cancels queued work as disable does."""
         ...
@@ -420,16 +486,33 @@ class Store(Protocol):
         enabled: bool,
         now: float,
         reason: str | None = None,
+        audit: Audit[Changed[Integration]] | None = None,
     ) -> Integration | None:
         """Enable, or disable and cancel queued deliveries."""
         ...
 
-    async def delete_integration(self, client_id: int, integration_id: int, now: float) -> bool:
-        """Remove from view and cancel queued deliveries (kept in the log)."""
+    async def delete_integration(
+        self,
+        client_id: int,
+        integration_id: int,
+        now: float,
+        *,
+        audit: Audit[Integration] | None = None,
+    ) -> bool:
+        """Remove from view and cancel queued deliveries (kept in the log).
+
+        `audit` gets the integration as it was before.
+        """
         ...
 
     async def rotate_signing_secret(
-        self, client_id: int, integration_id: int, secret: str, now: float
+        self,
+        client_id: int,
+        integration_id: int,
+        secret: str,
+        now: float,
+        *,
+        audit: Audit[Integration] | None = None,
     ) -> Integration | None:
         """Make `secret` current; the old one is still signed with for 24 h."""
         ...

@@ -12,6 +12,7 @@ import itertools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from tocsin import ids, retry, sampling
 from tocsin.errors import Conflict, NotFound, StoreError
@@ -37,8 +38,10 @@ from tocsin.store import grouping
 from tocsin.store.base import (
     DIGEST_TAKEN,
     PRUNE_TASK,
+    Audit,
     AutoDisabled,
     Bootstrap,
+    Changed,
     ClaimLimits,
     ClaimSlots,
     Pruned,
@@ -52,6 +55,8 @@ from tocsin.store.base import (
     next_turn,
 )
 
+T = TypeVar("T")
+R = TypeVar("R")
 _WAITING = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
 _FINISHED = (DeliveryStatus.DELIVERED, DeliveryStatus.FAILED, DeliveryStatus.CANCELLED)
 
@@ -224,11 +229,28 @@ class MemoryStore:
         return client
 
     async def create_user(
-        self, client_id: int, *, email: str, name: str, role: Role, now: float
+        self,
+        client_id: int,
+        *,
+        email: str,
+        name: str,
+        role: Role,
+        now: float,
+        audit: Audit[User] | None = None,
     ) -> User:
         if any(user.email == email for user in self._users_of(client_id)):
             raise Conflict(f"a user with email {email} already exists")
-        return self._add_user(client_id, email=email, name=name, role=role, now=now)
+        user = self._add_user(client_id, email=email, name=name, role=role, now=now)
+        return await self._audit(client_id, audit, user, user, now)
+
+    async def _audit(
+        self, client_id: int, audit: Audit[T] | None, subject: T, result: R, now: float
+    ) -> R:
+        """`result`, after ingesting `audit`'s events (not undone if rendering fails: the
+        memory store is no transactional store, and is being retired)."""
+        if audit is not None:
+            await self.ingest(client_id, audit(subject), now)
+        return result
 
     def _add_user(self, client_id: int, *, email: str, name: str, role: Role, now: float) -> User:
         user = User(
@@ -263,21 +285,25 @@ class MemoryStore:
         client_id: int,
         user_id: int,
         role: Role,
-        now: float,  # noqa: ARG002 - users keep no change time
+        now: float,
+        *,
+        audit: Audit[Changed[User]] | None = None,
     ) -> User | None:
         user = self._user(client_id, user_id)
         if user is None:
             return None
         if role is not Role.ADMINISTRATOR:
             self._keep_an_administrator(user, "change the role of")
-        self._users[user_id] = replace(user, role=role)
-        return self._users[user_id]
+        after = self._users[user_id] = replace(user, role=role)
+        return await self._audit(client_id, audit, Changed(user, after), after, now)
 
     async def delete_user(
         self,
         client_id: int,
         user_id: int,
-        now: float,  # noqa: ARG002 - deleted users leave no trace to date
+        now: float,
+        *,
+        audit: Audit[User] | None = None,
     ) -> User | None:
         user = self._user(client_id, user_id)
         if user is None:
@@ -287,7 +313,7 @@ class MemoryStore:
             del self._tokens[token.id]
         self._token_ids = {h: i for h, i in self._token_ids.items() if i in self._tokens}
         del self._users[user_id]
-        return user
+        return await self._audit(client_id, audit, user, user, now)
 
     def _keep_an_administrator(self, leaving: User, action: str) -> None:
         """Conflict if `leaving` is its client's last administrator."""
@@ -357,7 +383,13 @@ class MemoryStore:
     # applications and the denylist ----------------------------------------------
 
     async def create_application(
-        self, client_id: int, *, name: str, now: float, application_id: int | None = None
+        self,
+        client_id: int,
+        *,
+        name: str,
+        now: float,
+        application_id: int | None = None,
+        audit: Audit[Application] | None = None,
     ) -> Application:
         taken = [key[1] for key in self._applications if key[0] == client_id]
         new_id = max(taken, default=0) + 1 if application_id is None else application_id
@@ -367,7 +399,7 @@ class MemoryStore:
             id=new_id, client_id=client_id, name=name, created_at=now, updated_at=now
         )
         self._applications[client_id, new_id] = application
-        return application
+        return await self._audit(client_id, audit, application, application, now)
 
     async def list_applications(self, client_id: int) -> list[Application]:
         return [
@@ -380,17 +412,33 @@ class MemoryStore:
         return self._applications.get((client_id, application_id))
 
     async def rename_application(
-        self, client_id: int, application_id: int, name: str, now: float
+        self,
+        client_id: int,
+        application_id: int,
+        name: str,
+        now: float,
+        *,
+        audit: Audit[Changed[Application]] | None = None,
     ) -> Application | None:
         before = self._applications.get((client_id, application_id))
         if before is None:
             return None
         after = replace(before, name=name, updated_at=now)
         self._applications[client_id, application_id] = after
-        return after
+        return await self._audit(client_id, audit, Changed(before, after), after, now)
 
-    async def delete_application(self, client_id: int, application_id: int) -> Application | None:
-        return self._applications.pop((client_id, application_id), None)
+    async def delete_application(
+        self,
+        client_id: int,
+        application_id: int,
+        *,
+        now: float | None = None,
+        audit: Audit[Application] | None = None,
+    ) -> Application | None:
+        found = self._applications.pop((client_id, application_id), None)
+        if found is None:
+            return None
+        return await self._audit(client_id, audit, found, found, now or found.updated_at)
 
     async def add_denylist(
         self,
@@ -402,6 +450,7 @@ class MemoryStore:
         expire_at: float,
         created_by: str,
         now: float,
+        audit: Audit[DenylistEntry] | None = None,
     ) -> DenylistEntry:
         for found in self._unexpired(client_id, now):
             if found.ip == ip and found.application == application:
@@ -419,7 +468,7 @@ class MemoryStore:
             created_by=created_by,
         )
         self._denylist[entry.id] = entry
-        return entry
+        return await self._audit(client_id, audit, entry, entry, now)
 
     def _unexpired(self, client_id: int, now: float) -> list[DenylistEntry]:
         return [
@@ -469,9 +518,15 @@ class MemoryStore:
         return integration
 
     async def create_integration(
-        self, client_id: int, settings: WebhookSettings, signing_secret: str, now: float
+        self,
+        client_id: int,
+        settings: WebhookSettings,
+        signing_secret: str,
+        now: float,
+        *,
+        audit: Audit[Integration] | None = None,
     ) -> Integration:
-        return self._save(
+        created = self._save(
             Integration(
                 id=self._next_id("integrations"),
                 client_id=client_id,
@@ -482,6 +537,7 @@ class MemoryStore:
                 updated_at=now,
             )
         )
+        return await self._audit(client_id, audit, created, created, now)
 
     async def get_integration(self, client_id: int, integration_id: int) -> Integration | None:
         return self._visible(client_id, integration_id)
@@ -497,7 +553,13 @@ class MemoryStore:
         ]
 
     async def update_integration(
-        self, client_id: int, integration_id: int, settings: WebhookSettings, now: float
+        self,
+        client_id: int,
+        integration_id: int,
+        settings: WebhookSettings,
+        now: float,
+        *,
+        audit: Audit[Changed[Integration]] | None = None,
     ) -> Integration | None:
         before = self._visible(client_id, integration_id)
         if before is None:
@@ -517,7 +579,7 @@ class MemoryStore:
         )
         if before.settings.enabled and not enabled:
             self._cancel_queued(after, now)
-        return after
+        return await self._audit(client_id, audit, Changed(before, after), after, now)
 
     async def set_enabled(
         self,
@@ -527,6 +589,7 @@ class MemoryStore:
         enabled: bool,
         now: float,
         reason: str | None = None,
+        audit: Audit[Changed[Integration]] | None = None,
     ) -> Integration | None:
         before = self._visible(client_id, integration_id)
         if before is None:
@@ -545,9 +608,16 @@ class MemoryStore:
         )
         if not enabled:
             self._cancel_queued(after, now)
-        return after
+        return await self._audit(client_id, audit, Changed(before, after), after, now)
 
-    async def delete_integration(self, client_id: int, integration_id: int, now: float) -> bool:
+    async def delete_integration(
+        self,
+        client_id: int,
+        integration_id: int,
+        now: float,
+        *,
+        audit: Audit[Integration] | None = None,
+    ) -> bool:
         before = self._visible(client_id, integration_id)
         if before is None:
             return False
@@ -556,7 +626,7 @@ class MemoryStore:
         )
         self._deleted.add(integration_id)
         self._cancel_queued(before, now)
-        return True
+        return await self._audit(client_id, audit, before, True, now)  # noqa: FBT003
 
     def _cancel_queued(self, integration: Integration, now: float) -> None:
         """Cancel waiting deliveries and turn queued notifications into cancelled deliveries."""
@@ -570,12 +640,18 @@ class MemoryStore:
             pass
 
     async def rotate_signing_secret(
-        self, client_id: int, integration_id: int, secret: str, now: float
+        self,
+        client_id: int,
+        integration_id: int,
+        secret: str,
+        now: float,
+        *,
+        audit: Audit[Integration] | None = None,
     ) -> Integration | None:
         before = self._visible(client_id, integration_id)
         if before is None:
             return None
-        return self._save(
+        rotated = self._save(
             replace(
                 before,
                 signing_secret=secret,
@@ -584,6 +660,7 @@ class MemoryStore:
                 updated_at=now,
             )
         )
+        return await self._audit(client_id, audit, rotated, rotated, now)
 
     async def reencrypt(self) -> int:
         return 0  # nothing is kept at rest

@@ -22,6 +22,11 @@ processes stay out of each other's way (the SQL is in `sql/postgres.sql`):
   application id, an unexpired denylist entry) first lock the client's row, so the
   check and the change of one transaction are never interleaved with another's.
   Duplicate emails and application ids are refused by unique keys.
+- An administrative change and its system notification (`audit`, see store/base.py) are
+  one transaction: the notification is ingested by the same code as `ingest`, after the
+  change. Integration changes lock the client's row before the integration's, so that two
+  changes of one client's integrations never hold one integration each while their
+  ingests wait for the other's (FOR KEY SHARE on every enabled integration of the client).
 """
 
 from __future__ import annotations
@@ -63,8 +68,10 @@ from tocsin.store.base import (
     CANCEL_BATCHES,
     DIGEST_TAKEN,
     PRUNE_TASK,
+    Audit,
     AutoDisabled,
     Bootstrap,
+    Changed,
     ClaimLimits,
     ClaimSlots,
     Pruned,
@@ -253,7 +260,14 @@ class PostgresStore:
         return await self._tx(tx)
 
     async def create_user(
-        self, client_id: int, *, email: str, name: str, role: Role, now: float
+        self,
+        client_id: int,
+        *,
+        email: str,
+        name: str,
+        role: Role,
+        now: float,
+        audit: Audit[User] | None = None,
     ) -> User:
         async def tx(conn: Conn) -> User:
             try:
@@ -262,7 +276,9 @@ class PostgresStore:
                 raise Conflict(f"this client already has a user with email {email}") from exc
             except asyncpg.ForeignKeyViolationError as exc:
                 raise NotFound(f"client {client_id} not found") from exc
-            return codec.user_from_row(_one(row))
+            user = codec.user_from_row(_one(row))
+            await self._audit(conn, client_id, audit, user, now)
+            return user
 
         return await self._tx(tx)
 
@@ -282,24 +298,32 @@ class PostgresStore:
 
         return await self._tx(tx)
 
-    async def set_role(self, client_id: int, user_id: int, role: Role, now: float) -> User | None:
-        del now  # the Protocol's; users keep no change time
-
+    async def set_role(
+        self,
+        client_id: int,
+        user_id: int,
+        role: Role,
+        now: float,
+        *,
+        audit: Audit[Changed[User]] | None = None,
+    ) -> User | None:
         async def tx(conn: Conn) -> User | None:
             user = await _locked_user(conn, client_id, user_id)
             if user is None:
                 return None
             if role is not Role.ADMINISTRATOR:
                 await _keep_an_administrator(conn, user, "change the role of")
-            return codec.user_from_row(
+            after = codec.user_from_row(
                 _one(await conn.fetchrow(Q["set_role"], client_id, user_id, role.value))
             )
+            await self._audit(conn, client_id, audit, Changed(user, after), now)
+            return after
 
         return await self._tx(tx)
 
-    async def delete_user(self, client_id: int, user_id: int, now: float) -> User | None:
-        del now  # the Protocol's; nothing of a deleted user is kept
-
+    async def delete_user(
+        self, client_id: int, user_id: int, now: float, *, audit: Audit[User] | None = None
+    ) -> User | None:
         async def tx(conn: Conn) -> User | None:
             user = await _locked_user(conn, client_id, user_id)
             if user is None:
@@ -307,6 +331,7 @@ class PostgresStore:
             await _keep_an_administrator(conn, user, "delete")
             await conn.execute(Q["delete_tokens_of_user"], user_id)
             await conn.execute(Q["delete_user"], client_id, user_id)
+            await self._audit(conn, client_id, audit, user, now)
             return user
 
         return await self._tx(tx)
@@ -350,7 +375,13 @@ class PostgresStore:
     # applications and the denylist ---------------------------------------------
 
     async def create_application(
-        self, client_id: int, *, name: str, now: float, application_id: int | None = None
+        self,
+        client_id: int,
+        *,
+        name: str,
+        now: float,
+        application_id: int | None = None,
+        audit: Audit[Application] | None = None,
     ) -> Application:
         async def tx(conn: Conn) -> Application:
             # Locked, so that two creations never both take the client's highest id + 1.
@@ -364,7 +395,9 @@ class PostgresStore:
                 raise Conflict(
                     f"application {wanted} already exists; choose another id or rename it"
                 ) from exc
-            return Application(**dict(_one(row)))
+            created = Application(**dict(_one(row)))
+            await self._audit(conn, client_id, audit, created, now)
+            return created
 
         return await self._tx(tx)
 
@@ -383,18 +416,43 @@ class PostgresStore:
         return await self._tx(tx)
 
     async def rename_application(
-        self, client_id: int, application_id: int, name: str, now: float
+        self,
+        client_id: int,
+        application_id: int,
+        name: str,
+        now: float,
+        *,
+        audit: Audit[Changed[Application]] | None = None,
     ) -> Application | None:
         async def tx(conn: Conn) -> Application | None:
+            await conn.execute(Q["lock_client"], client_id)  # `before` stays what it read
+            before = await conn.fetchrow(Q["application_by_id"], client_id, application_id)
             row = await conn.fetchrow(Q["rename_application"], client_id, application_id, name, now)
-            return None if row is None else Application(**dict(row))
+            if before is None or row is None:
+                return None
+            after = Application(**dict(row))
+            changed = Changed(Application(**dict(before)), after)
+            await self._audit(conn, client_id, audit, changed, now)
+            return after
 
         return await self._tx(tx)
 
-    async def delete_application(self, client_id: int, application_id: int) -> Application | None:
+    async def delete_application(
+        self,
+        client_id: int,
+        application_id: int,
+        *,
+        now: float | None = None,
+        audit: Audit[Application] | None = None,
+    ) -> Application | None:
         async def tx(conn: Conn) -> Application | None:
             row = await conn.fetchrow(Q["delete_application"], client_id, application_id)
-            return None if row is None else Application(**dict(row))
+            if row is None:
+                return None
+            deleted = Application(**dict(row))
+            stamp = time.time() if now is None else now
+            await self._audit(conn, client_id, audit, deleted, stamp)
+            return deleted
 
         return await self._tx(tx)
 
@@ -408,6 +466,7 @@ class PostgresStore:
         expire_at: float,
         created_by: str,
         now: float,
+        audit: Audit[DenylistEntry] | None = None,
     ) -> DenylistEntry:
         async def tx(conn: Conn) -> DenylistEntry:
             # Locked, so that of two concurrent additions the second sees the first.
@@ -432,7 +491,9 @@ class PostgresStore:
                 expire_at,
                 created_by,
             )
-            return DenylistEntry(**dict(_one(row)))
+            entry = DenylistEntry(**dict(_one(row)))
+            await self._audit(conn, client_id, audit, entry, now)
+            return entry
 
         return await self._tx(tx)
 
@@ -472,9 +533,16 @@ class PostgresStore:
     # integrations -----------------------------------------------------------
 
     async def create_integration(
-        self, client_id: int, settings: WebhookSettings, signing_secret: str, now: float
+        self,
+        client_id: int,
+        settings: WebhookSettings,
+        signing_secret: str,
+        now: float,
+        *,
+        audit: Audit[Integration] | None = None,
     ) -> Integration:
         async def tx(conn: Conn) -> Integration:
+            await conn.execute(Q["lock_client"], client_id)
             row = await conn.fetchrow(
                 Q["insert_integration"],
                 client_id,
@@ -483,7 +551,9 @@ class PostgresStore:
                 self._codec.seal(signing_secret),
                 now,
             )
-            return self._codec.integration(_one(row))
+            created = self._codec.integration(_one(row))
+            await self._audit(conn, client_id, audit, created, now)
+            return created
 
         return await self._tx(tx)
 
@@ -502,9 +572,16 @@ class PostgresStore:
         return await self._tx(tx)
 
     async def update_integration(
-        self, client_id: int, integration_id: int, settings: WebhookSettings, now: float
+        self,
+        client_id: int,
+        integration_id: int,
+        settings: WebhookSettings,
+        now: float,
+        *,
+        audit: Audit[Changed[Integration]] | None = None,
     ) -> Integration | None:
         async def tx(conn: Conn) -> Integration | None:
+            await conn.execute(Q["lock_client"], client_id)
             before = await conn.fetchrow(Q["lock_integration"], integration_id, client_id)
             if before is None:
                 return None
@@ -519,6 +596,8 @@ class PostgresStore:
             after = self._codec.integration(_one(row))
             if before["enabled"] and not settings.enabled:
                 await self._cancel_queued(conn, after, now)
+            changed = Changed(self._codec.integration(before), after)
+            await self._audit(conn, client_id, audit, changed, now)
             return after
 
         return await self._tx(tx)
@@ -531,9 +610,12 @@ class PostgresStore:
         enabled: bool,
         now: float,
         reason: str | None = None,
+        audit: Audit[Changed[Integration]] | None = None,
     ) -> Integration | None:
         async def tx(conn: Conn) -> Integration | None:
-            if await conn.fetchrow(Q["lock_integration"], integration_id, client_id) is None:
+            await conn.execute(Q["lock_client"], client_id)
+            before = await conn.fetchrow(Q["lock_integration"], integration_id, client_id)
+            if before is None:
                 return None
             if enabled:
                 row = await conn.fetchrow(Q["enable_integration"], integration_id, client_id, now)
@@ -544,17 +626,29 @@ class PostgresStore:
             integration = self._codec.integration(_one(row))
             if not enabled:
                 await self._cancel_queued(conn, integration, now)
+            changed = Changed(self._codec.integration(before), integration)
+            await self._audit(conn, client_id, audit, changed, now)
             return integration
 
         return await self._tx(tx)
 
-    async def delete_integration(self, client_id: int, integration_id: int, now: float) -> bool:
+    async def delete_integration(
+        self,
+        client_id: int,
+        integration_id: int,
+        now: float,
+        *,
+        audit: Audit[Integration] | None = None,
+    ) -> bool:
         async def tx(conn: Conn) -> bool:
+            await conn.execute(Q["lock_client"], client_id)
             row = await conn.fetchrow(Q["lock_integration"], integration_id, client_id)
             if row is None:
                 return False
             await conn.execute(Q["delete_integration"], integration_id, client_id, now)
-            await self._cancel_queued(conn, self._codec.integration(row), now)
+            before = self._codec.integration(row)
+            await self._cancel_queued(conn, before, now)
+            await self._audit(conn, client_id, audit, before, now)
             return True
 
         return await self._tx(tx)
@@ -573,9 +667,16 @@ class PostgresStore:
             pass
 
     async def rotate_signing_secret(
-        self, client_id: int, integration_id: int, secret: str, now: float
+        self,
+        client_id: int,
+        integration_id: int,
+        secret: str,
+        now: float,
+        *,
+        audit: Audit[Integration] | None = None,
     ) -> Integration | None:
         async def tx(conn: Conn) -> Integration | None:
+            await conn.execute(Q["lock_client"], client_id)
             row = await conn.fetchrow(
                 Q["rotate_signing_secret"],
                 integration_id,
@@ -583,7 +684,11 @@ class PostgresStore:
                 self._codec.seal(secret),
                 now,
             )
-            return None if row is None else self._codec.integration(row)
+            if row is None:
+                return None
+            rotated = self._codec.integration(row)
+            await self._audit(conn, client_id, audit, rotated, now)
+            return rotated
 
         return await self._tx(tx)
 
@@ -616,21 +721,31 @@ class PostgresStore:
     # ingestion ----------------------------------------------------------------
 
     async def ingest(self, client_id: int, events: Sequence[NewEvent], now: float) -> int:
-        async def tx(conn: Conn) -> int:
-            rows = await conn.fetch(Q["enabled_integrations_of_client"], client_id)
-            integrations = [self._codec.integration(row) for row in rows]
-            notify = await _sample(conn, client_id, events, now)
-            groups = list(grouping.group(events, notify, self._max_batch))
-            if not groups:
-                return 0
-            event_ids = await _store_groups(conn, client_id, groups, now)
-            outbox = _outbox_rows(groups, event_ids, integrations)
-            if outbox:
-                await conn.execute(Q["insert_outbox"], *map(list, zip(*outbox, strict=True)))
-                await conn.execute(Q["notify_work"])
-            return len(events)
+        return await self._tx(lambda conn: self._ingest(conn, client_id, events, now))
 
-        return await self._tx(tx)
+    async def _ingest(
+        self, conn: Conn, client_id: int, events: Sequence[NewEvent], now: float
+    ) -> int:
+        """Store events and queue their notifications, in the caller's transaction."""
+        rows = await conn.fetch(Q["enabled_integrations_of_client"], client_id)
+        integrations = [self._codec.integration(row) for row in rows]
+        notify = await _sample(conn, client_id, events, now)
+        groups = list(grouping.group(events, notify, self._max_batch))
+        if not groups:
+            return 0
+        event_ids = await _store_groups(conn, client_id, groups, now)
+        outbox = _outbox_rows(groups, event_ids, integrations)
+        if outbox:
+            await conn.execute(Q["insert_outbox"], *map(list, zip(*outbox, strict=True)))
+            await conn.execute(Q["notify_work"])
+        return len(events)
+
+    async def _audit(
+        self, conn: Conn, client_id: int, audit: Audit[T] | None, subject: T, now: float
+    ) -> None:
+        """Ingest, in the change's transaction, what `audit` says the change notifies."""
+        if audit is not None and (events := audit(subject)):
+            await self._ingest(conn, client_id, events, now)
 
     # delivery -------------------------------------------------------------------
 

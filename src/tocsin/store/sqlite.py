@@ -42,8 +42,10 @@ from tocsin.store.base import (
     CANCEL_BATCHES,
     DIGEST_TAKEN,
     PRUNE_TASK,
+    Audit,
     AutoDisabled,
     Bootstrap,
+    Changed,
     ClaimLimits,
     ClaimSlots,
     Pruned,
@@ -258,15 +260,23 @@ class SqliteStore:
         return await self._run(tx)
 
     async def create_user(
-        self, client_id: int, *, email: str, name: str, role: Role, now: float
+        self,
+        client_id: int,
+        *,
+        email: str,
+        name: str,
+        role: Role,
+        now: float,
+        audit: Audit[User] | None = None,
     ) -> User:
         def tx(conn: sqlite3.Connection) -> User:
             key = {"client_id": client_id, "email": email}
             if conn.execute(Q["user_by_email"], key).fetchone() is not None:
                 raise Conflict(f"a user with email {email} already exists")
             params = key | {"name": name, "role": role.value, "now": now}
-            user_id = _insert(conn, "insert_user", params)
-            return _user(conn, client_id, user_id)
+            user = _user(conn, client_id, _insert(conn, "insert_user", params))
+            self._audit(conn, client_id, audit, user, now)
+            return user
 
         return await self._run(tx)
 
@@ -290,17 +300,22 @@ class SqliteStore:
         client_id: int,
         user_id: int,
         role: Role,
-        now: float,  # noqa: ARG002 - users keep no change time
+        now: float,
+        *,
+        audit: Audit[Changed[User]] | None = None,
     ) -> User | None:
         def tx(conn: sqlite3.Connection) -> User | None:
             key = {"id": user_id, "client_id": client_id}
             row = conn.execute(Q["user_of_client"], key).fetchone()
             if row is None:
                 return None
+            before = codec.user_from_row(row)
             if role is not Role.ADMINISTRATOR:
-                _keep_an_administrator(conn, codec.user_from_row(row), "change the role of")
+                _keep_an_administrator(conn, before, "change the role of")
             conn.execute(Q["set_user_role"], key | {"role": role.value})
-            return _user(conn, client_id, user_id)
+            after = _user(conn, client_id, user_id)
+            self._audit(conn, client_id, audit, Changed(before, after), now)
+            return after
 
         return await self._run(tx)
 
@@ -308,7 +323,9 @@ class SqliteStore:
         self,
         client_id: int,
         user_id: int,
-        now: float,  # noqa: ARG002 - deleted users leave no trace to date
+        now: float,
+        *,
+        audit: Audit[User] | None = None,
     ) -> User | None:
         def tx(conn: sqlite3.Connection) -> User | None:
             key = {"id": user_id, "client_id": client_id}
@@ -319,6 +336,7 @@ class SqliteStore:
             _keep_an_administrator(conn, user, "delete")
             conn.execute(Q["delete_tokens_of_user"], {"user_id": user_id})
             conn.execute(Q["delete_user"], key)
+            self._audit(conn, client_id, audit, user, now)
             return user
 
         return await self._run(tx)
@@ -367,7 +385,13 @@ class SqliteStore:
     # applications and the denylist ----------------------------------------------
 
     async def create_application(
-        self, client_id: int, *, name: str, now: float, application_id: int | None = None
+        self,
+        client_id: int,
+        *,
+        name: str,
+        now: float,
+        application_id: int | None = None,
+        audit: Audit[Application] | None = None,
     ) -> Application:
         def tx(conn: sqlite3.Connection) -> Application:
             new_id = application_id
@@ -379,9 +403,11 @@ class SqliteStore:
             if conn.execute(Q["application_of_client"], key).fetchone() is not None:
                 raise Conflict(f"an application with id {new_id} already exists")
             conn.execute(Q["insert_application"], key | {"name": name, "now": now})
-            return Application(
+            created = Application(
                 id=new_id, client_id=client_id, name=name, created_at=now, updated_at=now
             )
+            self._audit(conn, client_id, audit, created, now)
+            return created
 
         return await self._run(tx)
 
@@ -399,21 +425,42 @@ class SqliteStore:
         return await self._run(tx)
 
     async def rename_application(
-        self, client_id: int, application_id: int, name: str, now: float
+        self,
+        client_id: int,
+        application_id: int,
+        name: str,
+        now: float,
+        *,
+        audit: Audit[Changed[Application]] | None = None,
     ) -> Application | None:
         def tx(conn: sqlite3.Connection) -> Application | None:
+            before = _application(conn, client_id, application_id)
             params = {"client_id": client_id, "id": application_id, "name": name, "now": now}
-            if not conn.execute(Q["rename_application"], params).rowcount:
+            if before is None or not conn.execute(Q["rename_application"], params).rowcount:
                 return None
-            return _application(conn, client_id, application_id)
+            after = _application(conn, client_id, application_id)
+            if after is None:
+                return None
+            self._audit(conn, client_id, audit, Changed(before, after), now)
+            return after
 
         return await self._run(tx)
 
-    async def delete_application(self, client_id: int, application_id: int) -> Application | None:
+    async def delete_application(
+        self,
+        client_id: int,
+        application_id: int,
+        *,
+        now: float | None = None,
+        audit: Audit[Application] | None = None,
+    ) -> Application | None:
         def tx(conn: sqlite3.Connection) -> Application | None:
             found = _application(conn, client_id, application_id)
-            if found is not None:
-                conn.execute(Q["delete_application"], {"client_id": client_id, "id": found.id})
+            if found is None:
+                return None
+            conn.execute(Q["delete_application"], {"client_id": client_id, "id": found.id})
+            stamp = time.time() if now is None else now
+            self._audit(conn, client_id, audit, found, stamp)
             return found
 
         return await self._run(tx)
@@ -428,6 +475,7 @@ class SqliteStore:
         expire_at: float,
         created_by: str,
         now: float,
+        audit: Audit[DenylistEntry] | None = None,
     ) -> DenylistEntry:
         def tx(conn: sqlite3.Connection) -> DenylistEntry:
             key = {"client_id": client_id, "ip": ip, "application": application}
@@ -438,7 +486,7 @@ class SqliteStore:
                 )
             fields = {"reason": reason, "expire_at": expire_at, "created_by": created_by}
             entry_id = _insert(conn, "insert_denylist", key | fields | {"now": now})
-            return DenylistEntry(
+            entry = DenylistEntry(
                 id=entry_id,
                 client_id=client_id,
                 ip=ip,
@@ -448,6 +496,8 @@ class SqliteStore:
                 expire_at=expire_at,
                 created_by=created_by,
             )
+            self._audit(conn, client_id, audit, entry, now)
+            return entry
 
         return await self._run(tx)
 
@@ -488,7 +538,13 @@ class SqliteStore:
     # integrations -----------------------------------------------------------
 
     async def create_integration(
-        self, client_id: int, settings: WebhookSettings, signing_secret: str, now: float
+        self,
+        client_id: int,
+        settings: WebhookSettings,
+        signing_secret: str,
+        now: float,
+        *,
+        audit: Audit[Integration] | None = None,
     ) -> Integration:
         def tx(conn: sqlite3.Connection) -> Integration:
             new_id = _insert(
@@ -502,7 +558,9 @@ class SqliteStore:
                     "now": now,
                 },
             )
-            return _integration(conn, self._codec, client_id, new_id)
+            created = _integration(conn, self._codec, client_id, new_id)
+            self._audit(conn, client_id, audit, created, now)
+            return created
 
         return await self._run(tx)
 
@@ -523,7 +581,13 @@ class SqliteStore:
         return await self._run(tx)
 
     async def update_integration(
-        self, client_id: int, integration_id: int, settings: WebhookSettings, now: float
+        self,
+        client_id: int,
+        integration_id: int,
+        settings: WebhookSettings,
+        now: float,
+        *,
+        audit: Audit[Changed[Integration]] | None = None,
     ) -> Integration | None:
         def tx(conn: sqlite3.Connection) -> Integration | None:
             key = {"id": integration_id, "client_id": client_id}
@@ -539,6 +603,8 @@ class SqliteStore:
             after = _integration(conn, self._codec, client_id, integration_id)
             if before["enabled"] and not settings.enabled:
                 self._cancel_queued(conn, after, now)
+            changed = Changed(self._codec.integration(before), after)
+            self._audit(conn, client_id, audit, changed, now)
             return after
 
         return await self._run(tx)
@@ -551,9 +617,13 @@ class SqliteStore:
         enabled: bool,
         now: float,
         reason: str | None = None,
+        audit: Audit[Changed[Integration]] | None = None,
     ) -> Integration | None:
         def tx(conn: sqlite3.Connection) -> Integration | None:
             key = {"id": integration_id, "client_id": client_id, "now": now}
+            row = conn.execute(Q["integration_by_id"], key).fetchone()
+            if row is None:
+                return None
             if enabled:
                 changed = conn.execute(Q["enable_integration"], key).rowcount
             else:
@@ -565,18 +635,29 @@ class SqliteStore:
             integration = _integration(conn, self._codec, client_id, integration_id)
             if not enabled:
                 self._cancel_queued(conn, integration, now)
+            switched = Changed(self._codec.integration(row), integration)
+            self._audit(conn, client_id, audit, switched, now)
             return integration
 
         return await self._run(tx)
 
-    async def delete_integration(self, client_id: int, integration_id: int, now: float) -> bool:
+    async def delete_integration(
+        self,
+        client_id: int,
+        integration_id: int,
+        now: float,
+        *,
+        audit: Audit[Integration] | None = None,
+    ) -> bool:
         def tx(conn: sqlite3.Connection) -> bool:
             key = {"id": integration_id, "client_id": client_id}
             row = conn.execute(Q["integration_by_id"], key).fetchone()
             if row is None:
                 return False
             conn.execute(Q["delete_integration"], key | {"now": now})
-            self._cancel_queued(conn, self._codec.integration(row), now)
+            before = self._codec.integration(row)
+            self._cancel_queued(conn, before, now)
+            self._audit(conn, client_id, audit, before, now)
             return True
 
         return await self._run(tx)
@@ -596,7 +677,13 @@ class SqliteStore:
             pass
 
     async def rotate_signing_secret(
-        self, client_id: int, integration_id: int, secret: str, now: float
+        self,
+        client_id: int,
+        integration_id: int,
+        secret: str,
+        now: float,
+        *,
+        audit: Audit[Integration] | None = None,
     ) -> Integration | None:
         def tx(conn: sqlite3.Connection) -> Integration | None:
             key = {"id": integration_id, "client_id": client_id}
@@ -605,7 +692,9 @@ class SqliteStore:
                 return None
             params = key | {"secret": self._codec.seal(secret), "now": now}
             conn.execute(Q["rotate_signing_secret"], params)
-            return _integration(conn, self._codec, client_id, integration_id)
+            rotated = _integration(conn, self._codec, client_id, integration_id)
+            self._audit(conn, client_id, audit, rotated, now)
+            return rotated
 
         return await self._run(tx)
 
@@ -637,46 +726,58 @@ class SqliteStore:
     # ingestion ----------------------------------------------------------------
 
     async def ingest(self, client_id: int, events: Sequence[NewEvent], now: float) -> int:
-        def tx(conn: sqlite3.Connection) -> int:
-            rows = conn.execute(Q["enabled_integrations_of_client"], {"client_id": client_id})
-            integrations = [self._codec.integration(row) for row in rows]
-            notify = [
-                event.notify
-                and (
-                    event.sample_key is None
-                    or self._sampler.admit(client_id, event.sample_key, now)
-                )
-                for event in events
-            ]
-            groups = list(grouping.group(events, notify, self._max_batch))
-            # The write lock is ours (BEGIN IMMEDIATE): ids can be assigned up front.
-            first = conn.execute(Q["next_event_id"]).fetchone()[0]
-            conn.executemany(
-                Q["insert_event"],
-                [
-                    (
-                        first + n,
-                        client_id,
-                        g.type.value,
-                        len(g.notifications),
-                        g.notify,
-                        g.blob,
-                        now,
-                    )
-                    for n, g in enumerate(groups)
-                ],
-            )
-            outbox = [
-                (integration.id, first + n, len(g.notifications))
-                for n, g in enumerate(groups)
-                if g.notify
-                for integration in integrations
-                if integration.id != g.skip_integration and integration.wants(g.type, g.risk)
-            ]
-            conn.executemany(Q["insert_outbox"], outbox)
-            return len(events)
+        return await self._run(lambda conn: self._ingest(conn, client_id, events, now))
 
-        return await self._run(tx)
+    def _ingest(
+        self, conn: sqlite3.Connection, client_id: int, events: Sequence[NewEvent], now: float
+    ) -> int:
+        """Store events and queue their notifications, in the caller's transaction."""
+        rows = conn.execute(Q["enabled_integrations_of_client"], {"client_id": client_id})
+        integrations = [self._codec.integration(row) for row in rows]
+        notify = [
+            event.notify
+            and (event.sample_key is None or self._sampler.admit(client_id, event.sample_key, now))
+            for event in events
+        ]
+        groups = list(grouping.group(events, notify, self._max_batch))
+        # The write lock is ours (BEGIN IMMEDIATE): ids can be assigned up front.
+        first = conn.execute(Q["next_event_id"]).fetchone()[0]
+        conn.executemany(
+            Q["insert_event"],
+            [
+                (
+                    first + n,
+                    client_id,
+                    g.type.value,
+                    len(g.notifications),
+                    g.notify,
+                    g.blob,
+                    now,
+                )
+                for n, g in enumerate(groups)
+            ],
+        )
+        outbox = [
+            (integration.id, first + n, len(g.notifications))
+            for n, g in enumerate(groups)
+            if g.notify
+            for integration in integrations
+            if integration.id != g.skip_integration and integration.wants(g.type, g.risk)
+        ]
+        conn.executemany(Q["insert_outbox"], outbox)
+        return len(events)
+
+    def _audit(
+        self,
+        conn: sqlite3.Connection,
+        client_id: int,
+        audit: Audit[T] | None,
+        subject: T,
+        now: float,
+    ) -> None:
+        """Ingest, in the change's transaction, what `audit` says the change notifies."""
+        if audit is not None and (events := audit(subject)):
+            self._ingest(conn, client_id, events, now)
 
     # delivery -------------------------------------------------------------------
 

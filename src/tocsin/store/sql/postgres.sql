@@ -61,7 +61,8 @@ RETURNING id, name, cloud, console_url;
 -- name: lock_client
 -- Orders a client's account changes that must see each other: the last administrator
 -- (set_role, delete_user), application ids (highest + 1) and unexpired denylist
--- entries. NO KEY UPDATE leaves out the KEY SHARE locks that inserts referencing the
+-- entries; and its integration changes, whose audit ingests lock the client's other
+-- integrations FOR KEY SHARE (taken first, so two changes never deadlock). NO KEY UPDATE leaves out the KEY SHARE locks that inserts referencing the
 -- client take, so ingestion and integration changes never wait for it.
 SELECT id FROM clients WHERE id = $1 FOR NO KEY UPDATE;
 
