@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from tocsin import roles
-from tocsin.api.deps import authenticate
-from tocsin.api.errors import ApiError
+from tocsin.app.accounts import authenticate
+from tocsin.errors import Unauthorized
 from tocsin.roles import Permission
 from tocsin.web import security
 from tocsin.web.base import (
@@ -69,7 +69,7 @@ async def sign_in(request: Request) -> Response:
         return _sign_in_form(request, error="Paste an API token.", status=422)
     try:
         principal = await authenticate(runtime, token)
-    except ApiError:
+    except Unauthorized:
         return _sign_in_form(
             request, error="This token is unknown, expired or revoked.", status=422
         )

@@ -21,12 +21,13 @@ from fastapi.routing import APIRoute
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from tocsin import __version__, roles
-from tocsin.api.deps import authenticate, check_ids, read_body
+from tocsin.api.deps import check_ids, read_body
 from tocsin.api.errors import ApiError
-from tocsin.errors import Conflict, NotFound, StoreError, TocsinError
+from tocsin.app import Context
+from tocsin.app.accounts import authenticate
+from tocsin.errors import Conflict, NotFound, StoreError, TocsinError, Unauthorized
 from tocsin.models import Principal
 from tocsin.roles import Permission
-from tocsin.service import Tocsin
 from tocsin.web import security
 from tocsin.web.security import Session, Sessions
 
@@ -71,9 +72,10 @@ class Visitor:
         return self.principal.role in roles.MASKED_ROLES
 
 
-def runtime_of(request: Request) -> Tocsin:
-    runtime: Tocsin = request.app.state.tocsin
-    return runtime
+def runtime_of(request: Request) -> Context:
+    """The operations context (tocsin.app), which console pages call as the API does."""
+    ctx: Context = request.app.state.context
+    return ctx
 
 
 def sessions_of(request: Request) -> Sessions:
@@ -91,7 +93,7 @@ async def signed_in(request: Request) -> Visitor:
         raise NotSignedInError("sign in to continue")
     try:
         principal = await authenticate(runtime, session.token)
-    except ApiError as exc:
+    except Unauthorized as exc:
         raise NotSignedInError("your token is no longer valid; sign in again") from exc
     if not roles.allows(principal.role, Permission.READ):
         raise NotSignedInError(f"the {principal.role.value} role cannot use the console")
