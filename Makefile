@@ -6,7 +6,7 @@ RUN_STAMP := $(VENV)/.runtime-stamp
 STAMP := $(VENV)/.installed-stamp
 PIP := $(BIN)/python -m pip install -q --disable-pip-version-check
 
-.PHONY: install install-runtime serve test lint typecheck unit bench clean browser-deps vendor \
+.PHONY: install install-runtime serve demo test lint typecheck unit bench clean browser-deps vendor \
   vendor-check
 
 # What `tocsin serve` needs, and nothing else: a first `make serve` installs only this.
@@ -28,6 +28,10 @@ install: $(STAMP)
 
 serve: install-runtime
 	$(BIN)/tocsin serve
+
+# tocsin at work on temporary files (docs/cli.md); needs only the run-time install.
+demo: install-runtime
+	$(BIN)/tocsin demo
 
 lint: install
 	$(BIN)/ruff check src tests bench web

@@ -22,6 +22,7 @@ from tocsin.config import (
 from tocsin.crypto import Vault, open_vault
 from tocsin.errors import ConfigError
 from tocsin.store import is_postgres, open_store
+from tocsin.tools.demo import demo
 from tocsin.tools.listen import listen
 from tocsin.tools.options import OneLineErrors as _OneLineErrors
 from tocsin.tools.options import guard as _guard
@@ -403,5 +404,6 @@ async def _until_signalled() -> None:
     await stop.wait()
 
 
+main.add_command(demo)
 main.add_command(listen)
 main.add_command(report)

@@ -74,4 +74,4 @@ async def test_a_wrong_secret_is_reported_per_request_as_invalid(
         assert listener.interrupt() == 0
     assert "attempt 1 -> 200; signature INVALID: No matching signature found" in line
     assert "1 notification (json_array)" in line
-    assert summary == "  [Wallarm] New hit detected"
+    assert summary == "  [Wallarm] New hit detected: sqli GET shop.example.com/signed from 8.8.8.8"

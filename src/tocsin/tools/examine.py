@@ -85,6 +85,22 @@ def body_format(received: Received) -> str:
 
 
 def summaries(items: list[Any] | None) -> list[str]:
+    """One line per notification: its summary, and what it is about when tocsin says."""
     if items is None:
         return []
-    return [str(item.get("summary")) for item in items if isinstance(item, dict)]
+    return [headline(item) for item in items if isinstance(item, dict)]
+
+
+def headline(item: dict[str, Any]) -> str:
+    summary = str(item.get("summary"))
+    details = item.get("details")
+    if not isinstance(details, dict):
+        return summary
+    hit, vuln = details.get("hit"), details.get("vuln")
+    if isinstance(hit, dict):
+        source = hit.get("remote_addr4") or hit.get("remote_addr6")
+        where = f"{hit.get('method')} {hit.get('domain')}{hit.get('path')}"
+        return f"{summary}: {hit.get('type')} {where} from {source}"
+    if isinstance(vuln, dict):
+        return f"{summary}: {vuln.get('title')} ({vuln.get('threat')})"
+    return summary

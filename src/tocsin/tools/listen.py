@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 import click
 import orjson
@@ -44,9 +44,20 @@ class Behaviour:
     status: int = 200
     delay: float = 0.0
 
-    def status_for(self, attempt: int) -> int:
-        """500 for the first `fail_first` attempts of a webhook-id, then `status`."""
-        return 500 if attempt <= self.fail_first else self.status
+    def answer(self, _: str, attempt: int) -> tuple[int, bool]:
+        """500 (on purpose) for the first `fail_first` attempts of a webhook-id, then `status`."""
+        if attempt <= self.fail_first:
+            return 500, True
+        return self.status, False
+
+
+class Policy(Protocol):
+    """How a receiver answers each attempt of each webhook-id: (status, failing on purpose)."""
+
+    @property
+    def delay(self) -> float: ...
+
+    def answer(self, webhook_id: str, attempt: int) -> tuple[int, bool]: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,7 +98,7 @@ class Listener:
 
     def __init__(
         self,
-        behaviour: Behaviour,
+        behaviour: Policy,
         checks: tuple[Webhook, ...],
         show: Callable[[Seen], None],
     ) -> None:
@@ -95,6 +106,10 @@ class Listener:
         self._checks = checks
         self._show = show
         self._attempts = Attempts()
+
+    def trust(self, checks: tuple[Webhook, ...]) -> None:
+        """Verify from now on with these secrets (known once the integration exists)."""
+        self._checks = checks
 
     def __call__(self, _: int, received: Received) -> Reply:
         seen = self.examine(received)
@@ -104,7 +119,7 @@ class Listener:
     def examine(self, received: Received) -> Seen:
         webhook_id = header(received, "webhook-id")
         attempt = self._attempts.count(webhook_id)
-        status = self.behaviour.status_for(attempt)
+        status, on_purpose = self.behaviour.answer(webhook_id, attempt)
         return Seen(
             at=received.at,
             method=received.method,
@@ -112,7 +127,7 @@ class Listener:
             webhook_id=webhook_id,
             attempt=attempt,
             status=status,
-            failed_on_purpose=status == 500 and attempt <= self.behaviour.fail_first,  # noqa: PLR2004
+            failed_on_purpose=on_purpose,
             signature=check_signature(received, self._checks),
             format=body_format(received),
             notifications=notifications(received),
@@ -121,16 +136,16 @@ class Listener:
 
 def _reply_body(seen: Seen) -> bytes:
     if seen.failed_on_purpose:
-        return b"failing on purpose (tocsin listen --fail-first)"
+        return b"failing on purpose, to show a retry"
     return b"ok" if seen.status < 300 else b"tocsin listen --status"  # noqa: PLR2004
 
 
-def describe(seen: Seen) -> str:
+def describe(seen: Seen, on_purpose: str = "--fail-first") -> str:
     """A line a person can read, then one line per notification's summary."""
     stamp = time.strftime("%H:%M:%S", time.localtime(seen.at))
     head = f"{stamp} {seen.method} {seen.path} webhook-id={seen.webhook_id or '-'}"
     answer = f"attempt {seen.attempt} -> {seen.status}"
-    parts = [head + " " + answer + (" (--fail-first)" if seen.failed_on_purpose else "")]
+    parts = [head + " " + answer + (f" ({on_purpose})" if seen.failed_on_purpose else "")]
     if seen.signature.verdict == "ok":
         parts.append("signature ok")
     elif seen.signature.verdict == "invalid":
