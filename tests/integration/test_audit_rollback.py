@@ -3,7 +3,8 @@
 The database is made to refuse every insert into `events` (a trigger), as a full disk
 or a dropped connection would refuse the notification's insert: each change answers
 503 and is not there afterwards, on SQLite and PostgreSQL alike. Before, the change
-committed in a transaction of its own and only the notification was lost.
+committed in a transaction of its own and only the notification was lost. A new
+client, its first administrator and that one's token commit together too.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import Running
+from tests.conftest import Running, StartTocsin
 from tocsin.models import NewEvent, WebhookSettings
 
 T0 = 1_900_000_000.0
@@ -32,19 +33,19 @@ POSTGRES_REFUSE = (
 )
 
 
-async def refuse_events(tocsin: Running) -> None:
-    """From now on, the database refuses to store any event."""
+async def refuse_inserts(tocsin: Running, table: str = "events") -> None:
+    """From now on, the database refuses to insert any row into `table`."""
     if tocsin.kind == "sqlite":
         conn = sqlite3.connect(tocsin.database)
         try:
-            conn.execute(SQLITE_REFUSE)
+            conn.execute(SQLITE_REFUSE.replace(" ON events ", f" ON {table} "))
             conn.commit()
         finally:
             conn.close()
         return
     pg = await asyncpg.connect(tocsin.database)
     try:
-        await pg.execute(POSTGRES_REFUSE)
+        await pg.execute(POSTGRES_REFUSE.replace(" ON events ", f" ON {table} "))
     finally:
         await pg.close()
 
@@ -113,7 +114,7 @@ async def test_a_change_whose_notification_cannot_be_stored_is_not_made(
     secret = (await json(tocsin.api, f"/api/v1/integrations/{setup['integration']}"))[
         "signing_secret"
     ]
-    await refuse_events(tocsin)
+    await refuse_inserts(tocsin)
     for method, path, body in changes(setup):
         response = await tocsin.api.request(method, path, json=body)
         assert response.status_code == 503, (method, path, response.text)
@@ -158,3 +159,19 @@ async def test_a_change_whose_notification_fails_to_render_is_not_made(
             audit=failing_renderer,
         )
     assert await state(tocsin.api) == before
+
+
+OPERATOR_TOKEN = "tcs_test_operator_token"
+
+
+async def test_a_client_whose_first_token_cannot_be_stored_is_not_made(
+    start_tocsin: StartTocsin,
+) -> None:
+    tocsin = await start_tocsin(operator_token=OPERATOR_TOKEN)
+    operator = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+    before = (await tocsin.api.get("/api/v1/clients", headers=operator)).json()
+    await refuse_inserts(tocsin, "tokens")
+    client = {"name": "Globex", "admin_email": "hank@globex.example"}
+    response = await tocsin.api.post("/api/v1/clients", json=client, headers=operator)
+    assert response.status_code == 503, response.text
+    assert (await tocsin.api.get("/api/v1/clients", headers=operator)).json() == before

@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from tocsin import ids
 from tocsin.app.context import Context
 from tocsin.errors import Forbidden, NotFound, Unauthorized
-from tocsin.models import Client, Role, User
+from tocsin.models import Client, User
+from tocsin.store import Bootstrap
+
+FIRST_ADMINISTRATOR = "first administrator"  # the name of a new client's first token
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,21 +56,21 @@ async def create_client(
     admin_email: str,
     admin_name: str,
 ) -> NewClient:
-    """A client with its first administrator and that administrator's token."""
-    now = ctx.clock.now()
-    client = await ctx.store.create_client(name, cloud, console_url, now)
-    admin = await ctx.store.create_user(
-        client.id, email=admin_email, name=admin_name, role=Role.ADMINISTRATOR, now=now
-    )
+    """A client with its first administrator and that administrator's token, all at once."""
     secret = ids.api_token()
-    await ctx.store.create_token(
-        client.id,
-        admin.id,
-        name="first administrator",
-        token_hash=ctx.vault.token_digest(secret),
-        expires_at=None,
-        now=now,
+    admin = await ctx.store.create_client_with_administrator(
+        Bootstrap(
+            client_name=name,
+            cloud=cloud,
+            console_url=console_url,
+            admin_email=admin_email,
+            admin_name=admin_name,
+            token_hash=ctx.vault.token_digest(secret),
+            token_name=FIRST_ADMINISTRATOR,
+        ),
+        ctx.clock.now(),
     )
+    client = Client(id=admin.client_id, name=name, cloud=cloud, console_url=console_url)
     return NewClient(client=client, administrator=admin, secret=secret)
 
 

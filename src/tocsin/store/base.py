@@ -55,6 +55,7 @@ class Bootstrap:
     admin_email: str
     admin_name: str
     token_hash: str
+    token_name: str = ""
 
 
 # The conflicts every store reports, in the same words.
@@ -305,6 +306,10 @@ class Store(Protocol):
 
     async def create_client(self, name: str, cloud: str, console_url: str, now: float) -> Client:
         """Add a tenant (with no users yet)."""
+        ...
+
+    async def create_client_with_administrator(self, boot: Bootstrap, now: float) -> User:
+        """Add a tenant, its first administrator and that one's token, in one transaction."""
         ...
 
     async def list_clients(self) -> list[Client]:

@@ -186,6 +186,20 @@ class MemoryStore:
         self._add_token(user.id, name="", token_hash=boot.token_hash, expires_at=None, now=now)
         return True
 
+    async def create_client_with_administrator(self, boot: Bootstrap, now: float) -> User:
+        client = self._add_client(boot.client_name, boot.cloud, boot.console_url, now)
+        user = self._add_user(
+            client.id,
+            email=boot.admin_email,
+            name=boot.admin_name,
+            role=Role.ADMINISTRATOR,
+            now=now,
+        )
+        self._add_token(
+            user.id, name=boot.token_name, token_hash=boot.token_hash, expires_at=None, now=now
+        )
+        return user
+
     async def principal(self, token_hashes: Sequence[str], now: float) -> Principal | None:
         found = next((self._token_ids[h] for h in token_hashes if h in self._token_ids), None)
         token = None if found is None else self._tokens[found]

@@ -207,21 +207,13 @@ class PostgresStore:
             await conn.execute(Q["lock_bootstrap"])
             if await conn.fetchval(Q["count_clients"]):
                 return False
-            client_id = await conn.fetchval(
-                Q["insert_client"], boot.client_name, boot.cloud, boot.console_url, now
-            )
-            user_id = await conn.fetchval(
-                Q["insert_user"],
-                client_id,
-                boot.admin_email,
-                boot.admin_name,
-                Role.ADMINISTRATOR.value,
-                now,
-            )
-            await conn.execute(Q["insert_token"], user_id, boot.token_hash, now)
+            await _new_client(conn, boot, now)
             return True
 
         return await self._tx(tx)
+
+    async def create_client_with_administrator(self, boot: Bootstrap, now: float) -> User:
+        return await self._tx(lambda conn: _new_client(conn, boot, now))
 
     async def principal(self, token_hashes: Sequence[str], now: float) -> Principal | None:
         async def tx(conn: Conn) -> Principal | None:
@@ -1141,6 +1133,26 @@ def _check_resendable(status: DeliveryStatus, integration: asyncpg.Record | None
 
 def _rotated(vault: Vault, stored: str | None) -> str | None:
     return None if stored is None else vault.rotate(stored)
+
+
+async def _new_client(conn: Conn, boot: Bootstrap, now: float) -> User:
+    """A client with its first administrator and that one's token; the administrator."""
+    client_id = await conn.fetchval(
+        Q["insert_client"], boot.client_name, boot.cloud, boot.console_url, now
+    )
+    row = await conn.fetchrow(
+        Q["insert_user"],
+        client_id,
+        boot.admin_email,
+        boot.admin_name,
+        Role.ADMINISTRATOR.value,
+        now,
+    )
+    user = codec.user_from_row(_one(row))
+    await conn.execute(
+        Q["insert_named_token"], client_id, user.id, boot.token_name, boot.token_hash, None, now
+    )
+    return user
 
 
 async def _lock_client(conn: Conn, client_id: int) -> None:

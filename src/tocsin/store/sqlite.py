@@ -198,26 +198,13 @@ class SqliteStore:
         def tx(conn: sqlite3.Connection) -> bool:
             if conn.execute(Q["count_clients"]).fetchone()[0]:
                 return False
-            client = {"name": boot.client_name, "cloud": boot.cloud}
-            client_id = _insert(
-                conn, "insert_client", client | {"console_url": boot.console_url, "now": now}
-            )
-            user_id = _insert(
-                conn,
-                "insert_user",
-                {
-                    "client_id": client_id,
-                    "email": boot.admin_email,
-                    "name": boot.admin_name,
-                    "role": Role.ADMINISTRATOR.value,
-                    "now": now,
-                },
-            )
-            token = {"user_id": user_id, "name": "", "token_hash": boot.token_hash}
-            _insert(conn, "insert_token", token | {"expires_at": None, "now": now})
+            _new_client(conn, boot, now)
             return True
 
         return await self._run(tx)
+
+    async def create_client_with_administrator(self, boot: Bootstrap, now: float) -> User:
+        return await self._run(lambda conn: _new_client(conn, boot, now))
 
     async def principal(self, token_hashes: Sequence[str], now: float) -> Principal | None:
         def tx(conn: sqlite3.Connection) -> Principal | None:
@@ -1092,6 +1079,28 @@ def _insert(conn: sqlite3.Connection, name: str, params: Mapping[str, Any]) -> i
     if cursor.lastrowid is None:
         raise StoreError(f"{name} inserted no row")
     return cursor.lastrowid
+
+
+def _new_client(conn: sqlite3.Connection, boot: Bootstrap, now: float) -> User:
+    """A client with its first administrator and that one's token; the administrator."""
+    client = {"name": boot.client_name, "cloud": boot.cloud}
+    client_id = _insert(
+        conn, "insert_client", client | {"console_url": boot.console_url, "now": now}
+    )
+    user_id = _insert(
+        conn,
+        "insert_user",
+        {
+            "client_id": client_id,
+            "email": boot.admin_email,
+            "name": boot.admin_name,
+            "role": Role.ADMINISTRATOR.value,
+            "now": now,
+        },
+    )
+    token = {"user_id": user_id, "name": boot.token_name, "token_hash": boot.token_hash}
+    _insert(conn, "insert_token", token | {"expires_at": None, "now": now})
+    return _user(conn, client_id, user_id)
 
 
 def _user(conn: sqlite3.Connection, client_id: int, user_id: int) -> User:
