@@ -26,9 +26,10 @@ class Event:
     index: int = 0
 
 
-def hit(at: float, **facts: Any) -> Event:
+def hit(at: float, application: int | None = 1, **facts: Any) -> Event:
+    """A hit's facts as events.py records them."""
     base = {
-        "kind": "new_hits",
+        "kind": "hit",
         "attack_type": "sqli",
         "domain": "shop.example.com",
         "path": "/login",
@@ -36,7 +37,8 @@ def hit(at: float, **facts: Any) -> Event:
         "point": ["post", "user"],
         "ip": "203.0.113.7",
         "response_status": 200,
-        "application": 1,
+        "applications": [] if application is None else [application],
+        "target": None,
         "experimental": False,
         "incident": False,
     }
@@ -182,8 +184,8 @@ def test_attacks_are_told_apart_by_type_parameter_domain_and_path() -> None:
 
 def test_incidents_count_flagged_hits_and_hits_on_open_vulnerabilities() -> None:
     run = Run(trigger("incidents_exceeded", count=1, period=3600))
-    vuln = {"kind": "vuln", "vuln_id": 7, "attack_type": "sqli", "domain": "shop.example.com"}
-    vuln |= {"path": "/login", "parameter": "POST_user", "status": "open"}
+    vuln = {"kind": "vuln", "id": 7, "type": "sqli", "domain": "shop.example.com"}
+    vuln |= {"path": "/login", "parameter": "POST_user", "threat": "High", "risk": "high"}
     run.feed(Event(EventType.VULN, 1, vuln))
     run.feed(hit(2, path="/search"))  # no vulnerability there, not flagged: no incident
     run.feed(hit(3))  # matches the open vulnerability: incident 1
@@ -195,7 +197,7 @@ def test_incidents_count_flagged_hits_and_hits_on_open_vulnerabilities() -> None
 
 def test_a_closed_vulnerability_makes_no_incidents() -> None:
     run = Run(trigger("incidents_exceeded", count=1, period=3600))
-    facts = {"vuln_id": 7, "attack_type": "sqli", "domain": "shop.example.com"}
+    facts = {"kind": "vuln", "id": 7, "type": "sqli", "domain": "shop.example.com"}
     facts |= {"path": "/login", "parameter": "POST_user"}
     run.feed(Event(EventType.VULN, 1, facts | {"status": "open"}))
     run.feed(Event(EventType.VULN, 2, facts | {"status": "closed"}))
@@ -273,6 +275,8 @@ def test_filter_target() -> None:
     assert _count_with([{"id": "target", "values": ["database"]}], MIXED) == 2
     assert _count_with([{"id": "target", "values": ["client"]}], MIXED) == 1
     assert _count_with([{"id": "target", "values": ["server"]}], MIXED) == 2
+    reported = [hit(1, attack_type="sqli", target="client")]  # the sensor's word wins
+    assert _count_with([{"id": "target", "values": ["client"]}], reported) == 1
 
 
 def test_filters_together_must_all_hold() -> None:
@@ -353,9 +357,10 @@ def test_idle_windows_are_swept_from_the_state() -> None:
     assert len(run.state) < full / 10
 
 
-def user_created(at: float, role: str) -> Event:
-    facts = {"kind": "user_created", "role": role, "email": "e@example.com", "name": "E"}
-    return Event(EventType.SYSTEM, at, facts | {"actor": "Administrator <admin@localhost>"})
+def user_created(at: float, role: str, kind: str = "user_created") -> Event:
+    user = {"id": 5, "email": "e@example.com", "name": "E", "role": role}
+    facts = {"kind": kind, "actor": "Administrator <admin@localhost>", "user": user}
+    return Event(EventType.SYSTEM, at, facts | {"subject": {"type": "user", "id": 5}})
 
 
 def test_user_created_with_a_role_filter() -> None:

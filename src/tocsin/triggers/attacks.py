@@ -73,7 +73,7 @@ class Attacks:
 
 def vuln_key(facts: Mapping[str, Any]) -> VulnKey:
     return (
-        str(facts.get("attack_type") or facts.get("type") or "").strip().lower(),
+        str(facts.get("type") or facts.get("attack_type") or "").strip().lower(),
         domain_key(str(facts.get("domain") or "")),
         str(facts.get("path") or ""),
         str(facts.get("parameter") or ""),
@@ -95,7 +95,8 @@ class OpenVulnerabilities:
 
     def report(self, facts: Mapping[str, Any]) -> None:
         """A vulnerability reported (again): open unless its status says it is closed."""
-        vuln_id = str(facts.get("vuln_id") if facts.get("vuln_id") is not None else "")
+        found = facts.get("id", facts.get("vuln_id"))
+        vuln_id = "" if found is None else str(found)
         status = str(facts.get("status") or "open").strip().lower()
         self._close(vuln_id)
         if status not in _CLOSED:

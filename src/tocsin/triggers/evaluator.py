@@ -364,6 +364,12 @@ def _items(  # noqa: PLR0917 - the one step of counting, called from one place
     return int(became_incident)
 
 
+def user_of(facts: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The user a user_created event is about: its `user` (email, name, role)."""
+    user = facts.get("user")
+    return user if isinstance(user, Mapping) else facts
+
+
 def _event_condition(
     event: StreamItem,
 ) -> tuple[Condition | None, Mapping[FilterId, Value | None]]:
@@ -383,6 +389,6 @@ def _event_condition(
         rogue = facts.get("rogue") is True
         return (Condition.ROGUE_API if rogue else Condition.API_CHANGES), values
     if event.type is EventType.SYSTEM and facts.get("kind") == "user_created":
-        role = facts.get("role")
+        role = user_of(facts).get("role")
         return Condition.USER_CREATED, {FilterId.USER_ROLE: role if isinstance(role, str) else None}
     return None, {}

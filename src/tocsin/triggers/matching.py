@@ -12,7 +12,7 @@ import ipaddress
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from tocsin.triggers.definitions import Filter, FilterId, Operator, Value, domain_key
+from tocsin.triggers.definitions import TARGETS, Filter, FilterId, Operator, Value, domain_key
 
 # Which part of an application an attack type aims at (the `target` filter). Types not
 # listed aim at the server: the injections that run code or read files there.
@@ -40,22 +40,34 @@ class HitKey(NamedTuple):
     response_status: int | None
     application: int | None
     incident: bool  # reported with `incident: true`
+    target: str  # server, client or database: as reported, else by attack type
 
 
 def hit_key(facts: Mapping[str, Any]) -> HitKey:
     """The key of a hit's stream facts."""
     get = facts.get
     parameter = get("parameter") or _point_text(get("point"))
+    attack_type = _lower(get("attack_type"))
+    target = _lower(get("target"))
     return HitKey(
-        attack_type=_lower(get("attack_type")),
+        attack_type=attack_type,
         domain=domain_key(_str(get("domain"))),
         path=_str(get("path")),
         parameter=_str(parameter),
         ip=_address(_str(get("ip"))),
         response_status=_int(get("response_status")),
-        application=_int(get("application")),
+        application=_application(facts),
         incident=get("incident") is True,
+        target=target if target in TARGETS else target_of(attack_type),
     )
+
+
+def _application(facts: Mapping[str, Any]) -> int | None:
+    """The hit's application: the first it names (`applications`, else `application`)."""
+    found = facts.get("applications")
+    if isinstance(found, list | tuple) and found:
+        return _int(found[0])
+    return _int(facts.get("application"))
 
 
 def _str(value: Any) -> str:
@@ -107,7 +119,7 @@ _HIT_VALUES: Mapping[FilterId, Callable[[HitKey], Value | None]] = {
     FilterId.IP: lambda key: key.ip,
     FilterId.DOMAIN: lambda key: key.domain,
     FilterId.RESPONSE_STATUS: lambda key: key.response_status,
-    FilterId.TARGET: lambda key: target_of(key.attack_type),
+    FilterId.TARGET: lambda key: key.target,
 }
 
 
