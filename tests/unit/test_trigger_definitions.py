@@ -16,6 +16,8 @@ from tocsin.triggers.definitions import (
     InvalidTrigger,
     TriggerSpec,
     counting_changed,
+    stored_definition,
+    stored_spec,
 )
 
 NOTIFY = {"id": "send_notification", "integration_ids": [1]}
@@ -220,3 +222,21 @@ def test_renaming_keeps_counting_but_a_new_threshold_restarts_it() -> None:
     assert counting_changed(
         before, spec_of(body(actions=[NOTIFY, {"id": "denylist_ip", "lock_time": 60}]))
     )
+
+
+def test_a_definition_reads_back_from_the_store_as_saved() -> None:
+    spec = spec_of(
+        body(
+            comment="why",
+            filters=[{"id": "response_status", "operator": "ne", "values": [404, 200]}],
+            actions=[NOTIFY, {"id": "denylist_ip", "lock_time": 60}],
+        )
+    )
+    again = stored_spec(
+        name=spec.name,
+        comment=spec.comment,
+        enabled=spec.enabled,
+        condition=spec.condition.value,
+        definition=stored_definition(spec),
+    )
+    assert again == spec

@@ -9,6 +9,7 @@ belongs to the client is the operations layer's to check: it needs the store.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -398,3 +399,40 @@ def _check_denylist(condition: Condition, action: Action, where: str) -> None:
         raise InvalidTrigger(message, f"{where}.lock_time")
     if action.integration_ids:
         raise InvalidTrigger("denylist_ip takes no integration_ids", f"{where}.integration_ids")
+
+
+def stored_definition(spec: TriggerSpec) -> str:
+    """The filters, threshold and actions as the store keeps them (JSON text)."""
+    shown = spec.as_dict()
+    return json.dumps({key: shown[key] for key in ("filters", "threshold", "actions")})
+
+
+def stored_spec(
+    *, name: str, comment: str, enabled: bool, condition: str, definition: str
+) -> TriggerSpec:
+    """A spec as stored: checked when it was saved, so read back as it is."""
+    found = json.loads(definition)
+    threshold = found.get("threshold")
+    return TriggerSpec(
+        name=name,
+        comment=comment,
+        enabled=bool(enabled),
+        condition=Condition(condition),
+        filters=tuple(
+            Filter(
+                id=FilterId(f["id"]), operator=Operator(f["operator"]), values=tuple(f["values"])
+            )
+            for f in found.get("filters", ())
+        ),
+        threshold=Threshold(count=threshold["count"], period=threshold["period"])
+        if threshold
+        else None,
+        actions=tuple(
+            Action(
+                id=ActionId(a["id"]),
+                integration_ids=tuple(a.get("integration_ids") or ()),
+                lock_time=a.get("lock_time"),
+            )
+            for a in found.get("actions", ())
+        ),
+    )
