@@ -14,6 +14,7 @@ import orjson
 from tocsin import formats
 from tocsin.errors import TocsinError
 from tocsin.models import Application, EventType, Integration, NewEvent, Role, User
+from tocsin.triggers.definitions import Trigger
 
 
 class InvalidEvent(TocsinError):  # noqa: N818 - reads as what the API reports
@@ -235,6 +236,37 @@ def application_event(
     subject = {"type": "application", "id": application.id, "name": application.name}
     return system_event(
         notification_type, subject, sentence, settings, actor=actor, now=now, extra=extra
+    )
+
+
+def trigger_event(
+    notification_type: str,
+    trigger: Trigger,
+    settings: formats.NotifySettings,
+    *,
+    actor: str,
+    now: float,
+    verb: str | None = None,
+) -> NewEvent:
+    """trigger_created, trigger_changed (`verb`: enabled, disabled) or trigger_deleted.
+
+    The details name the trigger as saved (`updated_at`): trigger evaluation reads it to
+    tell whether the definitions it holds already include the change.
+    """
+    spec = trigger.spec
+    done = verb or notification_type.removeprefix("trigger_")
+    sentence = f'Trigger "{spec.name}" (id {trigger.id}) was {done}'
+    shown = {"id": trigger.id, "name": spec.name, "condition": spec.condition.value}
+    shown |= {"enabled": spec.enabled, "updated_at": trigger.updated_at}
+    subject = {"type": "trigger", "id": trigger.id, "name": spec.name}
+    return system_event(
+        notification_type,
+        subject,
+        sentence,
+        settings,
+        actor=actor,
+        now=now,
+        extra={"trigger": shown},
     )
 
 

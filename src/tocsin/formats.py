@@ -334,6 +334,9 @@ SYSTEM_HEADLINES: Mapping[str, str] = {
     "application_created": "Application was created",
     "application_changed": "Application was changed",
     "application_deleted": "Application was deleted",
+    "trigger_created": "Trigger was created",
+    "trigger_changed": "Trigger was changed",
+    "trigger_deleted": "Trigger was deleted",
     "scope_changed": "Scope was changed",
 }
 

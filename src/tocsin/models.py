@@ -143,6 +143,7 @@ class DenylistEntry:
     created_at: float
     expire_at: float
     created_by: str
+    trigger_id: int | None = None  # the trigger whose denylist_ip action made it
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -143,6 +143,15 @@ def asgi_app(app: FastAPI) -> asgi.ASGIApp:
     return cast("asgi.ASGIApp", app)
 
 
+TRIGGER = {
+    "name": "t",
+    "condition": "hits_exceeded",
+    "filters": [{"id": "attack_type", "operator": "eq", "values": ["sqli"]}],
+    "threshold": {"count": 10, "period": 60},
+    "actions": [{"id": "denylist_ip", "lock_time": 600}],
+}
+
+
 def seed(client: asgi.ASGIClient, receiver_url: str) -> dict[str, list[int]]:
     """Two objects of each kind, and the deliveries they cause: the first of each is kept
     for the operations that follow a deletion (see `keep_the_first`)."""
@@ -165,6 +174,7 @@ def seed(client: asgi.ASGIClient, receiver_url: str) -> dict[str, list[int]]:
     entries = [
         created("/denylist", {"ip": ip, "lock_time": 3600}) for ip in ("203.0.113.9", "2001:db8::9")
     ]
+    triggers = [created("/triggers", TRIGGER | {"name": name}) for name in ("sqli flood", "per ip")]
     clients = [
         created("/clients", {"name": name, "admin_email": f"ops@{name}.example"}, OPERATOR)
         for name in ("globex", "initech")
@@ -179,6 +189,7 @@ def seed(client: asgi.ASGIClient, receiver_url: str) -> dict[str, list[int]]:
         "token_id": [item["id"] for item in tokens],
         "application_id": [item["id"] for item in applications],
         "entry_id": [item["id"] for item in entries],
+        "trigger_id": [item["id"] for item in triggers],
         "client_id": [item["id"] for item in clients],
     }
 
@@ -244,6 +255,18 @@ SUCCESSES: list[tuple[str, str, Any, int, str | None]] = [
         None,
     ),
     ("POST", "/integrations/test", {"name": "t", "url": "{url}", "verify_tls": False}, 200, None),
+    ("POST", "/triggers", TRIGGER | {"name": "made"}, 201, "trigger"),
+    (
+        "PUT",
+        "/triggers/{trigger}",
+        TRIGGER | {"name": "put", "condition": "attacks_exceeded"},
+        200,
+        None,
+    ),
+    ("PATCH", "/triggers/{trigger}", {"comment": "why", "enabled": False}, 200, None),
+    ("POST", "/triggers/{trigger}/enable", None, 200, None),
+    ("POST", "/triggers/{trigger}/disable", None, 200, None),
+    ("DELETE", "/triggers/{trigger}", None, 204, None),
     ("POST", "/clients", {"name": "Umbrella", "admin_email": "it@umbrella.example"}, 201, "client"),
     ("PATCH", "/clients/{client}", {"cloud": "US", "console_url": "https://u.example"}, 200, None),
 ]

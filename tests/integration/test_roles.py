@@ -63,6 +63,16 @@ class Call:
     body: Body = no_body
 
 
+def trigger_body(role: str) -> dict[str, Any]:
+    """A trigger needing no integration (it denylists), named for the role."""
+    return {
+        "name": f"by {role}",
+        "condition": "hits_exceeded",
+        "threshold": {"count": 50, "period": 3600},
+        "actions": [{"id": "denylist_ip", "lock_time": 3600}],
+    }
+
+
 MATRIX = [
     # integrations: read, test (operate), everything else is configuration
     Call("GET", "/integrations", READERS),
@@ -124,6 +134,15 @@ MATRIX = [
         lambda role: {"ip": f"198.51.100.{ROLES.index(role) + 1}", "lock_time": 60},
     ),
     Call("DELETE", "/denylist/{victim_entry_id}", ADMINISTRATORS),
+    # triggers: read, everything else is configuration
+    Call("GET", "/triggers", READERS),
+    Call("POST", "/triggers", ADMINISTRATORS, trigger_body),
+    Call("GET", "/triggers/{trigger_id}", READERS),
+    Call("PUT", "/triggers/{trigger_id}", ADMINISTRATORS, trigger_body),
+    Call("PATCH", "/triggers/{trigger_id}", ADMINISTRATORS, lambda role: {"comment": role}),
+    Call("POST", "/triggers/{trigger_id}/disable", ADMINISTRATORS),
+    Call("POST", "/triggers/{trigger_id}/enable", ADMINISTRATORS),
+    Call("DELETE", "/triggers/{victim_trigger_id}", ADMINISTRATORS),
     # the document and its viewer need no token at all
     Call("GET", "/openapi.json", EVERYONE),
     Call("GET", "/docs", EVERYONE),
@@ -211,6 +230,8 @@ async def seed(tocsin: Running) -> dict[str, int]:
     application = await created(tocsin, "/applications", {"id": 7, "name": "shop"})
     victim_application = await created(tocsin, "/applications", {"id": 8, "name": "blog"})
     entry = await created(tocsin, "/denylist", {"ip": "203.0.113.9", "lock_time": 600})
+    trigger = await created(tocsin, "/triggers", trigger_body("seed"))
+    victim_trigger = await created(tocsin, "/triggers", trigger_body("victim"))
     return {
         "integration_id": integration["id"],
         "victim_integration_id": victim["id"],
@@ -221,6 +242,8 @@ async def seed(tocsin: Running) -> dict[str, int]:
         "application_id": application["id"],
         "victim_application_id": victim_application["id"],
         "victim_entry_id": entry["id"],
+        "trigger_id": trigger["id"],
+        "victim_trigger_id": victim_trigger["id"],
     }
 
 

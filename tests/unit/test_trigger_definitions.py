@@ -15,6 +15,7 @@ from tocsin.triggers.definitions import (
     FilterId,
     InvalidTrigger,
     TriggerSpec,
+    check,
     counting_changed,
     stored_definition,
     stored_spec,
@@ -35,7 +36,7 @@ def body(**changes: Any) -> dict[str, Any]:
 
 
 def spec_of(raw: dict[str, Any]) -> TriggerSpec:
-    return TriggerIn.model_validate(raw).to_spec()
+    return check(TriggerIn.model_validate(raw).to_spec())
 
 
 def bad_field(raw: dict[str, Any]) -> str | None:

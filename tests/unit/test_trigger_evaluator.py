@@ -9,7 +9,7 @@ from typing import Any
 
 from tocsin.api.schemas import TriggerIn
 from tocsin.models import EventType
-from tocsin.triggers.definitions import Trigger
+from tocsin.triggers.definitions import Trigger, check
 from tocsin.triggers.evaluator import Evaluator, Firing
 
 CLIENT = 1
@@ -63,7 +63,7 @@ def trigger(
     }
     if condition.endswith("_exceeded"):
         raw["threshold"] = {"count": count, "period": period}
-    spec = TriggerIn.model_validate(raw).to_spec()
+    spec = check(TriggerIn.model_validate(raw).to_spec())
     return Trigger(
         id=trigger_id,
         client_id=CLIENT,

@@ -10,14 +10,14 @@ from tests.golden import vector
 from tocsin.api.schemas import TriggerIn
 from tocsin.formats import NotifySettings
 from tocsin.triggers import notify
-from tocsin.triggers.definitions import TriggerSpec
+from tocsin.triggers.definitions import TriggerSpec, check
 
 SETTINGS = NotifySettings(client_name="TestCompany", cloud="EU", console_url="", partner_name="P")
 
 
 def spec(**raw: Any) -> TriggerSpec:
     base = {"name": "T", "actions": [{"id": "send_notification", "integration_ids": [1]}]}
-    return TriggerIn.model_validate(base | raw).to_spec()
+    return check(TriggerIn.model_validate(base | raw).to_spec())
 
 
 def test_ip_blocked_vector() -> None:

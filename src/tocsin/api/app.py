@@ -17,6 +17,7 @@ from tocsin.api import (
     errors,
     ingest,
     integrations,
+    triggers,
     users,
 )
 from tocsin.api.deps import Ctx, known_ids
@@ -62,6 +63,7 @@ def create_app(runtime: Tocsin, *, manage_lifecycle: bool = False) -> FastAPI:
     api.include_router(users.tokens)
     api.include_router(applications.router)
     api.include_router(denylist.router)
+    api.include_router(triggers.router)
     operators = APIRouter(prefix="/api/v1", responses=ERRORS)
     operators.include_router(clients.router)
     app.include_router(api)

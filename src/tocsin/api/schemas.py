@@ -48,7 +48,6 @@ from tocsin.triggers.definitions import (
     Threshold,
     Trigger,
     TriggerSpec,
-    check,
 )
 from tocsin.triggers.definitions import MAX_LOCK_TIME as TRIGGER_MAX_LOCK
 
@@ -517,6 +516,9 @@ class DenylistOut(Shown):
     created_at: float
     expire_at: float
     created_by: str
+    trigger_id: int | None = Field(
+        default=None, description="The trigger whose denylist_ip action made the entry."
+    )
 
 
 ScopeItem = Annotated[Text, Field(min_length=1, max_length=2048), AfterValidator(_visible)]
@@ -654,30 +656,27 @@ class TriggerIn(BaseModel):
     actions: Annotated[list[TriggerActionIn], Field(max_length=8)]
 
     def to_spec(self) -> TriggerSpec:
-        """The definition, checked against SPEC 5's rules (InvalidTrigger names the field)."""
+        """The definition as given; the operation checks it against SPEC 5's rules."""
         threshold = self.threshold
-        return check(
-            TriggerSpec(
-                name=self.name,
-                comment=self.comment,
-                enabled=self.enabled,
-                condition=self.condition,
-                filters=tuple(
-                    Filter(id=f.id, operator=f.operator, values=tuple(f.values))
-                    for f in self.filters
-                ),
-                threshold=Threshold(count=threshold.count, period=threshold.period)
-                if threshold
-                else None,
-                actions=tuple(
-                    Action(
-                        id=a.id,
-                        integration_ids=tuple(a.integration_ids or ()),
-                        lock_time=a.lock_time,
-                    )
-                    for a in self.actions
-                ),
-            )
+        return TriggerSpec(
+            name=self.name,
+            comment=self.comment,
+            enabled=self.enabled,
+            condition=self.condition,
+            filters=tuple(
+                Filter(id=f.id, operator=f.operator, values=tuple(f.values)) for f in self.filters
+            ),
+            threshold=Threshold(count=threshold.count, period=threshold.period)
+            if threshold
+            else None,
+            actions=tuple(
+                Action(
+                    id=a.id,
+                    integration_ids=tuple(a.integration_ids or ()),
+                    lock_time=a.lock_time,
+                )
+                for a in self.actions
+            ),
         )
 
 

@@ -29,6 +29,7 @@ from tocsin.models import (
     User,
     WebhookSettings,
 )
+from tocsin.triggers.definitions import Trigger, TriggerSpec
 
 T = TypeVar("T")
 
@@ -450,6 +451,45 @@ class Store(Protocol):
         self, client_id: int, entry_id: int, now: float
     ) -> DenylistEntry | None:
         """Remove an unexpired entry; None if there is none with this id."""
+        ...
+
+    # triggers
+    async def create_trigger(
+        self,
+        client_id: int,
+        spec: TriggerSpec,
+        now: float,
+        *,
+        audit: Audit[Trigger] | None = None,
+    ) -> Trigger:
+        """Save a new trigger (already checked); it counts from `now`."""
+        ...
+
+    async def list_triggers(self, client_id: int) -> list[Trigger]: ...
+
+    async def get_trigger(self, client_id: int, trigger_id: int) -> Trigger | None: ...
+
+    async def all_triggers(self) -> list[Trigger]:
+        """Every client's triggers, disabled ones too (what trigger evaluation reads)."""
+        ...
+
+    async def update_trigger(
+        self,
+        client_id: int,
+        trigger_id: int,
+        spec: TriggerSpec,
+        now: float,
+        *,
+        audit: Audit[Changed[Trigger]] | None = None,
+    ) -> Trigger | None:
+        """Replace a trigger's definition; its counting restarts at `now` when
+        definitions.counting_changed says so. None if there is no such trigger."""
+        ...
+
+    async def delete_trigger(
+        self, client_id: int, trigger_id: int, now: float, *, audit: Audit[Trigger] | None = None
+    ) -> Trigger | None:
+        """Delete a trigger; return it as it was (None if there is none)."""
         ...
 
     async def stats(self) -> StoreStats:

@@ -23,6 +23,7 @@ from tocsin.models import (
     User,
     WebhookSettings,
 )
+from tocsin.triggers.definitions import Trigger, TriggerSpec, stored_definition, stored_spec
 
 
 class Row(Protocol):
@@ -157,3 +158,33 @@ def attempt_from_row(row: Row) -> Attempt:
         response_body=row["response_body"],
         request_size=row["request_size"],
     )
+
+
+def trigger_from_row(row: Row) -> Trigger:
+    """A `triggers` row (its definition JSON as triggers/definitions.py stored it)."""
+    spec = stored_spec(
+        name=row["name"],
+        comment=row["comment"],
+        enabled=bool(row["enabled"]),
+        condition=row["condition"],
+        definition=row["definition"],
+    )
+    return Trigger(
+        id=row["id"],
+        client_id=row["client_id"],
+        spec=spec,
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        counting_since=row["counting_since"],
+    )
+
+
+def trigger_params(spec: TriggerSpec) -> dict[str, Any]:
+    """The columns a trigger's spec is stored in."""
+    return {
+        "name": spec.name,
+        "comment": spec.comment,
+        "enabled": spec.enabled,
+        "condition": spec.condition.value,
+        "definition": stored_definition(spec),
+    }

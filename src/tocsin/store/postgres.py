@@ -83,6 +83,7 @@ from tocsin.store.base import (
     lease_seconds,
     next_turn,
 )
+from tocsin.triggers.definitions import Trigger, TriggerSpec, counting_changed
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
@@ -502,6 +503,80 @@ class PostgresStore:
         async def tx(conn: Conn) -> DenylistEntry | None:
             row = await conn.fetchrow(Q["delete_denylist"], client_id, entry_id, now)
             return None if row is None else DenylistEntry(**dict(row))
+
+        return await self._tx(tx)
+
+    # triggers ---------------------------------------------------------------------
+
+    async def create_trigger(
+        self,
+        client_id: int,
+        spec: TriggerSpec,
+        now: float,
+        *,
+        audit: Audit[Trigger] | None = None,
+    ) -> Trigger:
+        async def tx(conn: Conn) -> Trigger:
+            row = await conn.fetchrow(Q["insert_trigger"], client_id, *_trigger_args(spec), now)
+            created = codec.trigger_from_row(_one(row))
+            await self._audit(conn, client_id, audit, created, now)
+            return created
+
+        return await self._tx(tx)
+
+    async def list_triggers(self, client_id: int) -> list[Trigger]:
+        async def tx(conn: Conn) -> list[Trigger]:
+            rows = await conn.fetch(Q["triggers_of_client"], client_id)
+            return [codec.trigger_from_row(row) for row in rows]
+
+        return await self._tx(tx)
+
+    async def get_trigger(self, client_id: int, trigger_id: int) -> Trigger | None:
+        async def tx(conn: Conn) -> Trigger | None:
+            row = await conn.fetchrow(Q["trigger_of_client"], client_id, trigger_id)
+            return None if row is None else codec.trigger_from_row(row)
+
+        return await self._tx(tx)
+
+    async def all_triggers(self) -> list[Trigger]:
+        async def tx(conn: Conn) -> list[Trigger]:
+            return [codec.trigger_from_row(row) for row in await conn.fetch(Q["all_triggers"])]
+
+        return await self._tx(tx)
+
+    async def update_trigger(
+        self,
+        client_id: int,
+        trigger_id: int,
+        spec: TriggerSpec,
+        now: float,
+        *,
+        audit: Audit[Changed[Trigger]] | None = None,
+    ) -> Trigger | None:
+        async def tx(conn: Conn) -> Trigger | None:
+            # Locked: `before` is what this change replaces, not what another one did.
+            row = await conn.fetchrow(Q["trigger_for_update"], client_id, trigger_id)
+            if row is None:
+                return None
+            before = codec.trigger_from_row(row)
+            since = now if counting_changed(before.spec, spec) else before.counting_since
+            args = (client_id, trigger_id, *_trigger_args(spec), now, since)
+            after = codec.trigger_from_row(_one(await conn.fetchrow(Q["update_trigger"], *args)))
+            await self._audit(conn, client_id, audit, Changed(before, after), now)
+            return after
+
+        return await self._tx(tx)
+
+    async def delete_trigger(
+        self, client_id: int, trigger_id: int, now: float, *, audit: Audit[Trigger] | None = None
+    ) -> Trigger | None:
+        async def tx(conn: Conn) -> Trigger | None:
+            row = await conn.fetchrow(Q["delete_trigger"], client_id, trigger_id)
+            if row is None:
+                return None
+            before = codec.trigger_from_row(row)
+            await self._audit(conn, client_id, audit, before, now)
+            return before
 
         return await self._tx(tx)
 
@@ -1181,3 +1256,9 @@ def _one(row: asyncpg.Record | None) -> asyncpg.Record:
     if row is None:
         raise StoreError("a statement that returns a row returned none")
     return row
+
+
+def _trigger_args(spec: TriggerSpec) -> tuple[Any, ...]:
+    """name, comment, enabled, condition, definition: the order the statements take them."""
+    params = codec.trigger_params(spec)
+    return tuple(params[key] for key in ("name", "comment", "enabled", "condition", "definition"))

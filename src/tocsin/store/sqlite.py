@@ -58,6 +58,7 @@ from tocsin.store.base import (
     lease_seconds,
     next_turn,
 )
+from tocsin.triggers.definitions import Trigger, TriggerSpec, counting_changed
 
 T = TypeVar("T")
 _Call = tuple[Callable[[sqlite3.Connection], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
@@ -505,6 +506,83 @@ class SqliteStore:
                 return None
             conn.execute(Q["delete_denylist"], {"id": entry_id})
             return DenylistEntry(**dict(row))
+
+        return await self._run(tx)
+
+    # triggers ---------------------------------------------------------------------
+
+    async def create_trigger(
+        self,
+        client_id: int,
+        spec: TriggerSpec,
+        now: float,
+        *,
+        audit: Audit[Trigger] | None = None,
+    ) -> Trigger:
+        def tx(conn: sqlite3.Connection) -> Trigger:
+            params = codec.trigger_params(spec) | {"client_id": client_id, "now": now}
+            trigger_id = _insert(conn, "insert_trigger", params)
+            created = _trigger(conn, client_id, trigger_id)
+            if created is None:
+                raise StoreError("a trigger just saved cannot be read back")
+            self._audit(conn, client_id, audit, created, now)
+            return created
+
+        return await self._run(tx)
+
+    async def list_triggers(self, client_id: int) -> list[Trigger]:
+        def tx(conn: sqlite3.Connection) -> list[Trigger]:
+            rows = conn.execute(Q["triggers_of_client"], {"client_id": client_id})
+            return [codec.trigger_from_row(row) for row in rows]
+
+        return await self._run(tx)
+
+    async def get_trigger(self, client_id: int, trigger_id: int) -> Trigger | None:
+        def tx(conn: sqlite3.Connection) -> Trigger | None:
+            return _trigger(conn, client_id, trigger_id)
+
+        return await self._run(tx)
+
+    async def all_triggers(self) -> list[Trigger]:
+        def tx(conn: sqlite3.Connection) -> list[Trigger]:
+            return [codec.trigger_from_row(row) for row in conn.execute(Q["all_triggers"])]
+
+        return await self._run(tx)
+
+    async def update_trigger(
+        self,
+        client_id: int,
+        trigger_id: int,
+        spec: TriggerSpec,
+        now: float,
+        *,
+        audit: Audit[Changed[Trigger]] | None = None,
+    ) -> Trigger | None:
+        def tx(conn: sqlite3.Connection) -> Trigger | None:
+            before = _trigger(conn, client_id, trigger_id)
+            if before is None:
+                return None
+            since = now if counting_changed(before.spec, spec) else before.counting_since
+            params = codec.trigger_params(spec) | {"client_id": client_id, "id": trigger_id}
+            conn.execute(Q["update_trigger"], params | {"now": now, "counting_since": since})
+            after = _trigger(conn, client_id, trigger_id)
+            if after is None:
+                return None
+            self._audit(conn, client_id, audit, Changed(before, after), now)
+            return after
+
+        return await self._run(tx)
+
+    async def delete_trigger(
+        self, client_id: int, trigger_id: int, now: float, *, audit: Audit[Trigger] | None = None
+    ) -> Trigger | None:
+        def tx(conn: sqlite3.Connection) -> Trigger | None:
+            before = _trigger(conn, client_id, trigger_id)
+            if before is None:
+                return None
+            conn.execute(Q["delete_trigger"], {"client_id": client_id, "id": trigger_id})
+            self._audit(conn, client_id, audit, before, now)
+            return before
 
         return await self._run(tx)
 
@@ -1198,3 +1276,9 @@ class _IntegrationCache:
             )
             self._seen[integration_id] = found
         return self._seen[integration_id]
+
+
+def _trigger(conn: sqlite3.Connection, client_id: int, trigger_id: int) -> Trigger | None:
+    row = conn.execute(Q["trigger_of_client"], {"client_id": client_id, "id": trigger_id})
+    found = row.fetchone()
+    return None if found is None else codec.trigger_from_row(found)

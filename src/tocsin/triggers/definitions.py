@@ -16,16 +16,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from tocsin.errors import TocsinError
+from tocsin.errors import Invalid
 from tocsin.models import Role
 
 
-class InvalidTrigger(TocsinError):  # noqa: N818 - reads as what the API reports
+class InvalidTrigger(Invalid):
     """A trigger definition breaks a rule; `field` says where (`filters[1].id`)."""
-
-    def __init__(self, message: str, field: str) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 class Condition(StrEnum):

@@ -458,3 +458,42 @@ WITH gone AS (
     RETURNING id
 )
 SELECT count(*) FROM gone;
+
+-- name: insert_trigger
+INSERT INTO triggers (client_id, name, comment, enabled, condition, definition, created_at,
+                      updated_at, counting_since)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $7)
+RETURNING id, client_id, name, comment, enabled, condition, definition, created_at,
+          updated_at, counting_since;
+
+-- name: triggers_of_client
+SELECT id, client_id, name, comment, enabled, condition, definition, created_at, updated_at,
+       counting_since
+FROM triggers WHERE client_id = $1 ORDER BY id;
+
+-- name: trigger_of_client
+SELECT id, client_id, name, comment, enabled, condition, definition, created_at, updated_at,
+       counting_since
+FROM triggers WHERE client_id = $1 AND id = $2;
+
+-- name: trigger_for_update
+SELECT id, client_id, name, comment, enabled, condition, definition, created_at, updated_at,
+       counting_since
+FROM triggers WHERE client_id = $1 AND id = $2 FOR UPDATE;
+
+-- name: all_triggers
+SELECT id, client_id, name, comment, enabled, condition, definition, created_at, updated_at,
+       counting_since
+FROM triggers ORDER BY id;
+
+-- name: update_trigger
+UPDATE triggers SET name = $3, comment = $4, enabled = $5, condition = $6, definition = $7,
+    updated_at = $8, counting_since = $9
+WHERE client_id = $1 AND id = $2
+RETURNING id, client_id, name, comment, enabled, condition, definition, created_at,
+          updated_at, counting_since;
+
+-- name: delete_trigger
+DELETE FROM triggers WHERE client_id = $1 AND id = $2
+RETURNING id, client_id, name, comment, enabled, condition, definition, created_at,
+          updated_at, counting_since;

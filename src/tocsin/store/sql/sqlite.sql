@@ -109,11 +109,13 @@ INSERT INTO denylist (client_id, ip, reason, application, created_at, expire_at,
 VALUES (:client_id, :ip, :reason, :application, :now, :expire_at, :created_by);
 
 -- name: denylist_of_client
-SELECT id, client_id, ip, reason, application, created_at, expire_at, created_by FROM denylist
+SELECT id, client_id, ip, reason, application, created_at, expire_at, created_by, trigger_id
+FROM denylist
 WHERE client_id = :client_id AND expire_at > :now ORDER BY id;
 
 -- name: denylist_entry
-SELECT id, client_id, ip, reason, application, created_at, expire_at, created_by FROM denylist
+SELECT id, client_id, ip, reason, application, created_at, expire_at, created_by, trigger_id
+FROM denylist
 WHERE id = :id AND client_id = :client_id AND expire_at > :now;
 
 -- name: delete_denylist
@@ -343,3 +345,32 @@ DELETE FROM events WHERE id IN (
 DELETE FROM denylist WHERE id IN (
     SELECT id FROM denylist WHERE expire_at < :before ORDER BY expire_at LIMIT :limit
 );
+
+-- name: insert_trigger
+INSERT INTO triggers (client_id, name, comment, enabled, condition, definition, created_at,
+                      updated_at, counting_since)
+VALUES (:client_id, :name, :comment, :enabled, :condition, :definition, :now, :now, :now);
+
+-- name: triggers_of_client
+SELECT id, client_id, name, comment, enabled, condition, definition, created_at, updated_at,
+       counting_since
+FROM triggers WHERE client_id = :client_id ORDER BY id;
+
+-- name: trigger_of_client
+SELECT id, client_id, name, comment, enabled, condition, definition, created_at, updated_at,
+       counting_since
+FROM triggers WHERE client_id = :client_id AND id = :id;
+
+-- name: all_triggers
+SELECT id, client_id, name, comment, enabled, condition, definition, created_at, updated_at,
+       counting_since
+FROM triggers ORDER BY id;
+
+-- name: update_trigger
+UPDATE triggers SET name = :name, comment = :comment, enabled = :enabled,
+    condition = :condition, definition = :definition, updated_at = :now,
+    counting_since = :counting_since
+WHERE client_id = :client_id AND id = :id;
+
+-- name: delete_trigger
+DELETE FROM triggers WHERE client_id = :client_id AND id = :id;
