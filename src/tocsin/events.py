@@ -65,7 +65,56 @@ def _hit_event(
         notification=formats.encode_hit_notification(_hit_json(hit, index), prefix),
         sample_key=formats.sample_key(hit),
         notify=not experimental,
+        facts=_hit_facts(hit, experimental=experimental),
     )
+
+
+def _hit_facts(hit: Mapping[str, Any], *, experimental: bool) -> bytes:
+    """What triggers count a hit by (SPEC 1, 5): its attack, target, source and flags."""
+    get = hit.get
+    return _facts(
+        {
+            "kind": "hit",
+            "hit_id": get("id"),
+            "attack_type": get("type"),
+            "domain": get("domain"),
+            "path": get("path"),
+            "parameter": get("parameter"),
+            "point": get("point"),
+            "method": get("method"),
+            "ip": get("remote_addr4") or get("remote_addr6"),
+            "response_status": get("response_status"),
+            "applications": _applications(hit),
+            "target": get("target"),
+            "experimental": experimental,
+            "incident": get("incident") is True,
+        }
+    )
+
+
+def _applications(hit: Mapping[str, Any]) -> list[Any]:
+    """The application ids a hit names (`applications`, or a single `application`)."""
+    found = hit.get("applications")
+    if isinstance(found, list):
+        return found
+    one = hit.get("application")
+    return [] if one is None else [one]
+
+
+def _facts(facts: Mapping[str, Any]) -> bytes:
+    """Compact JSON of an event's facts; a value JSON cannot hold exactly becomes its text."""
+    try:
+        return orjson.dumps(facts)
+    except (orjson.JSONEncodeError, TypeError):
+        return orjson.dumps({key: _plain(value) for key, value in facts.items()})
+
+
+def _plain(value: Any) -> Any:
+    try:
+        orjson.dumps(value)
+    except (orjson.JSONEncodeError, TypeError):
+        return repr(value)
+    return value
 
 
 def _hit_json(hit: dict[str, Any], index: int) -> bytes:
@@ -118,10 +167,12 @@ def _vuln_event(
     vuln = formats.normalize_vuln(raw)
     if vuln["id"] is None:
         vuln["id"] = new_id()
+    risk = formats.risk_of(vuln)
     return NewEvent(
         type=EventType.VULN,
         notification=formats.encode(formats.vuln_notification(vuln, settings)),
-        risk=formats.risk_of(vuln),
+        risk=risk,
+        facts=_facts({"kind": "vuln", "risk": risk, **vuln}),
     )
 
 
@@ -148,10 +199,12 @@ def system_event(
         time_text=when,
         extra=extra,
     )
+    facts = {"kind": notification_type, "actor": actor, "subject": subject, **(extra or {})}
     return NewEvent(
         type=event_type,
         notification=formats.encode(notification),
         skip_integration=skip_integration,
+        facts=_facts(facts),
     )
 
 
@@ -309,7 +362,12 @@ def scope_event(
 
 def record_event(event_type: EventType, record: Mapping[str, Any]) -> NewEvent:
     """An event kept for triggers (SPEC 5: ip_denylisted, api_changes); it notifies nobody."""
-    return NewEvent(type=event_type, notification=orjson.dumps(record), notify=False)
+    return NewEvent(
+        type=event_type,
+        notification=orjson.dumps(record),
+        notify=False,
+        facts=_facts({"kind": event_type.value, **record}),
+    )
 
 
 def role_title(role: Role) -> str:

@@ -5,6 +5,7 @@ Enum values equal the strings stored in the database and shown in the API.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -232,6 +233,10 @@ class NewEvent:
     `sample_key` is set for hits: identical hits share it (SPEC 2.1 sampling).
     `notify` is False for events that are stored but never notify (experimental hits).
     `skip_integration` is an integration the event is about and must not be told of.
+    `targets`, when set, are the only integrations told of it, whatever their `events`
+    (a trigger notifies the integrations it names).
+    `facts` are the structured keys consumers of the event stream read (triggers): a
+    compact JSON object built by `events.py`, never parsed back out of `notification`.
     """
 
     type: EventType
@@ -240,6 +245,25 @@ class NewEvent:
     sample_key: int | None = None
     notify: bool = True
     skip_integration: int | None = None
+    targets: tuple[int, ...] | None = None
+    facts: bytes = b"{}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamEvent:
+    """An accepted event as a consumer of the event stream reads it.
+
+    `group_id` is the stored group (events row) it belongs to and `index` its place there;
+    `at` is when it was stored; `facts` its structured keys (see `NewEvent.facts`; empty
+    for events stored before the stream existed).
+    """
+
+    group_id: int
+    index: int
+    client_id: int
+    type: EventType
+    at: float
+    facts: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

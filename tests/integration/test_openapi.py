@@ -47,7 +47,6 @@ from tocsin.config import Settings
 from tocsin.crypto import Vault
 from tocsin.receiver import Receiver
 from tocsin.service import Tocsin
-from tocsin.store import MemoryStore
 from tocsin.store.sqlite import SqliteStore
 
 OPERATOR_TOKEN = "tcs_test_operator_token"
@@ -76,9 +75,11 @@ CONFIG = schemathesis.Config.from_dict(
 
 
 def _document() -> dict[str, Any]:
-    """The document of an app that is never started (it does not depend on the database)."""
+    """The document of an app that is never started (its store is never opened)."""
     vault = Vault([Vault.generate_key()])
-    return create_app(Tocsin(Settings(), MemoryStore(), vault=vault)).openapi()
+    return create_app(
+        Tocsin(Settings(), SqliteStore(Path("never-opened.db"), vault=vault), vault=vault)
+    ).openapi()
 
 
 # Loaded at import, for pytest to collect one test per operation; the requests go to the

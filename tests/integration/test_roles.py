@@ -14,6 +14,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,7 +26,7 @@ from tocsin.api import create_app
 from tocsin.config import Settings
 from tocsin.crypto import Vault
 from tocsin.service import Tocsin
-from tocsin.store import MemoryStore
+from tocsin.store.sqlite import SqliteStore
 
 OPERATOR_TOKEN = "tcs_test_operator_token"
 TARGET = "https://127.0.0.1:9/hook"  # discard port: never answers, creating does not send
@@ -164,7 +165,9 @@ def route_key(path: str) -> str:
 
 def test_the_matrix_covers_every_route_under_api_v1() -> None:
     """A route added without a line here fails this test (the app is never started)."""
-    app = create_app(Tocsin(Settings(), MemoryStore(), vault=Vault([Vault.generate_key()])))
+    vault = Vault([Vault.generate_key()])
+    never_opened = SqliteStore(Path("never-opened.db"), vault=vault)
+    app = create_app(Tocsin(Settings(), never_opened, vault=vault))
     routes = {
         (method, context.path)
         for context in iter_route_contexts(app.routes)

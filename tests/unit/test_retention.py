@@ -1,6 +1,6 @@
 """Retention in a running process: a turn prunes batch after batch, and delivering starts it.
 
-On the memory store with a fake clock; what each store deletes is the contract of
+On SQLite in a temporary directory with a fake clock; what each store deletes is the contract of
 test_store_retention.py.
 """
 
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -18,15 +20,39 @@ from tocsin.config import Settings
 from tocsin.errors import ConfigError
 from tocsin.models import Client
 from tocsin.service import Tocsin
-from tocsin.store import MemoryStore, Pruned, Turn
+from tocsin.store import Pruned, Turn
+from tocsin.store.sqlite import SqliteStore
 
 DAY = retention.DAY
 TURN = Turn(owner="worker-1", length=retention.PRUNE_EVERY)
 
 
-async def delivered_log(days: int) -> tuple[MemoryStore, Client]:
+class Stores:
+    """SQLite stores in the test's directory, closed when the test ends."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.opened: list[SqliteStore] = []
+
+    async def new(self) -> SqliteStore:
+        path = self.directory / f"log{len(self.opened)}.db"
+        store = SqliteStore(path, vault=VAULT, synchronous="OFF")
+        self.opened.append(store)
+        await store.migrate()
+        return store
+
+
+@pytest.fixture
+async def stores(tmp_path: Path) -> AsyncIterator[Stores]:
+    made = Stores(tmp_path)
+    yield made
+    for store in made.opened:
+        await store.close()
+
+
+async def delivered_log(days: int, stores: Stores) -> tuple[SqliteStore, Client]:
     """A store whose log holds one delivered delivery a day, for `days` days from T0."""
-    store = MemoryStore()
+    store = await stores.new()
     await store.bootstrap(BOOT, T0)
     [client] = await store.list_clients()
     await store.create_integration(client.id, settings(), "whsec_test", T0)
@@ -39,9 +65,9 @@ async def delivered_log(days: int) -> tuple[MemoryStore, Client]:
 
 
 async def test_a_turn_prunes_batch_after_batch_and_says_what_went(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, stores: Stores
 ) -> None:
-    store, client = await delivered_log(10)
+    store, client = await delivered_log(10, stores)
     clock = FakeClock(T0 + 37 * DAY)  # 30 days' retention: the first 7 days go
 
     with caplog.at_level(logging.INFO, logger="tocsin.retention"):
@@ -58,9 +84,9 @@ async def test_a_turn_prunes_batch_after_batch_and_says_what_went(
 
 
 async def test_another_process_s_turn_prunes_nothing_and_says_nothing(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, stores: Stores
 ) -> None:
-    store, client = await delivered_log(3)
+    store, client = await delivered_log(3, stores)
     clock = FakeClock(T0 + 40 * DAY)
     other = Turn(owner="worker-2", length=retention.PRUNE_EVERY)
     assert await retention.prune_log(store, clock, other, 30) == Pruned(
@@ -76,8 +102,8 @@ async def test_another_process_s_turn_prunes_nothing_and_says_nothing(
     assert len(await store.list_deliveries(client.id, 1, limit=100, before=None)) == 1
 
 
-async def test_a_delivering_process_prunes_as_it_starts() -> None:
-    store, client = await delivered_log(3)
+async def test_a_delivering_process_prunes_as_it_starts(stores: Stores) -> None:
+    store, client = await delivered_log(3, stores)
     clock = FakeClock(T0 + 32 * DAY)
     runtime = Tocsin(Settings(retention_days=30.5), store, vault=VAULT, clock=clock)
 
@@ -86,10 +112,10 @@ async def test_a_delivering_process_prunes_as_it_starts() -> None:
         async with asyncio.timeout(5):
             while len(await store.list_deliveries(client.id, 1, limit=9, before=None)) > 1:
                 await asyncio.sleep(0.01)
+        [kept] = await store.list_deliveries(client.id, 1, limit=9, before=None)  # still open
     finally:
         await runtime.stop()
 
-    [kept] = await store.list_deliveries(client.id, 1, limit=9, before=None)
     assert kept.created_at == T0 + 2 * DAY
 
 

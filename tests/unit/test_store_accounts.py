@@ -1,6 +1,6 @@
 """The Store contract for accounts: clients, users, tokens, applications, the denylist, stats.
 
-Runs on MemoryStore, SqliteStore and PostgresStore through the `store` fixture of
+Runs on SqliteStore and PostgresStore through the `store` fixture of
 test_store_contract.py; the last test upgrades a SQLite database from migration 1.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.unit import test_store_contract as contract
-from tests.unit.sqlite_before_v4 import old_delivery
+from tests.unit.sqlite_old import old_delivery, old_ingest
 from tests.unit.test_store_contract import (
     BOOT,
     HOUR,
@@ -45,7 +45,7 @@ from tocsin.models import (
 from tocsin.store import Store, StoreStats, queries
 from tocsin.store.sqlite import SqliteStore
 
-# The contract suite's fixtures: `store` is a migrated memory, sqlite or postgres store,
+# The contract suite's fixtures: `store` is a migrated sqlite or postgres store,
 # `client` the bootstrapped client of its administrator (TOKEN_HASH).
 store = contract.store
 client = contract.client
@@ -585,7 +585,7 @@ async def test_a_sqlite_database_at_migration_1_upgrades_keeping_its_queued_work
         assert await old.migrate() == [1]
         acme = version_1_bootstrap(path)
         integration = await hook(old, acme)
-        await old.ingest(acme.id, events(2), T0)
+        old_ingest(path, acme.id, events(2), T0)
         retrying = old_delivery(
             path,
             integration,
@@ -594,7 +594,7 @@ async def test_a_sqlite_database_at_migration_1_upgrades_keeping_its_queued_work
             attempts=[False],
             next_at=T0 + 60,
         )
-        await old.ingest(acme.id, events(3, start=2), T0 + 1)
+        old_ingest(path, acme.id, events(3, start=2), T0 + 1)
         await old.close()
     assert "name" not in columns(path, "tokens")
 

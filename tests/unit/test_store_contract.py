@@ -1,4 +1,4 @@
-"""The Store contract: one suite, run against MemoryStore, SqliteStore and PostgresStore.
+"""The Store contract: one suite, run against SqliteStore and PostgresStore.
 
 Times are explicit floats, so leases, retries, sampling windows and the
 auto-disable window are tested without sleeping.
@@ -34,7 +34,7 @@ from tocsin.models import (
     Role,
     WebhookSettings,
 )
-from tocsin.store import AutoDisabled, Bootstrap, ClaimLimits, MemoryStore, Store
+from tocsin.store import AutoDisabled, Bootstrap, ClaimLimits, Store
 from tocsin.store.postgres import PostgresStore
 from tocsin.store.sqlite import SqliteStore
 
@@ -132,7 +132,7 @@ def statuses(deliveries: Sequence[Delivery]) -> list[DeliveryStatus]:
 # fixtures --------------------------------------------------------------------
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     marker = request.node.get_closest_marker("max_batch")
     batch = marker.args[0] if marker else 500
@@ -146,8 +146,6 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 async def make_store(
     kind: str, batch: int, tmp_path: Path, stack: contextlib.AsyncExitStack
 ) -> Store:
-    if kind == "memory":
-        return MemoryStore(max_batch=batch)
     if kind == "sqlite":
         return SqliteStore(tmp_path / "t.db", vault=VAULT, synchronous="NORMAL", max_batch=batch)
     dsn = await stack.enter_async_context(pg.database())  # a fresh clone of the template

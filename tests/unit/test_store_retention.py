@@ -1,6 +1,6 @@
 """The Store contract for retention: what `prune` deletes, what it keeps, and whose turn it is.
 
-Runs on MemoryStore, SqliteStore and PostgresStore through the `store` fixture of
+Runs on SqliteStore and PostgresStore through the `store` fixture of
 test_store_contract.py. Pruning happens at NOW, 40 days after T0, with a retention of
 30 days: what finished before BEFORE (T0 + 10 days) goes. The last tests upgrade a
 SQLite database from migration 2 and read SQLite's query plans.
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.unit import test_store_contract as contract
-from tests.unit.sqlite_before_v4 import old_delivery
+from tests.unit.sqlite_old import old_delivery, old_ingest
 from tests.unit.test_store_contract import (
     HOUR,
     T0,
@@ -34,7 +34,7 @@ from tocsin.models import Claim, Client, DeliveryStatus, DenylistEntry, Integrat
 from tocsin.store import Pruned, Store, Turn, queries
 from tocsin.store.sqlite import SqliteStore
 
-# The contract suite's fixtures: `store` is a migrated memory, sqlite or postgres store,
+# The contract suite's fixtures: `store` is a migrated sqlite or postgres store,
 # `client` the bootstrapped client of its administrator.
 store = contract.store
 client = contract.client
@@ -226,13 +226,13 @@ async def test_a_sqlite_database_at_migration_2_upgrades_keeping_its_queued_work
         assert await old.bootstrap(contract.BOOT, T0)
         acme = await client_of(old)
         integration = await hook(old, acme)
-        await old.ingest(acme.id, [event(0)], T0)
+        old_ingest(path, acme.id, [event(0)], T0)
         delivered = old_delivery(path, integration, status=DELIVERED, at=T0, attempts=[False, True])
-        await old.ingest(acme.id, [event(1)], T0)
+        old_ingest(path, acme.id, [event(1)], T0)
         retrying = old_delivery(
             path, integration, status=RETRYING, at=T0, attempts=[False], next_at=T0 + 60
         )
-        await old.ingest(acme.id, events(2, start=2), T0)
+        old_ingest(path, acme.id, events(2, start=2), T0)
         await old.close()
     assert "deliveries_finished" not in indexes(path)
 

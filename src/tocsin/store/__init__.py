@@ -15,15 +15,16 @@ from tocsin.store.base import (
     StoreStats,
     Turn,
 )
-from tocsin.store.memory import MemoryStore
+from tocsin.store.stream import Handler, Reaction
 
 __all__ = [
     "AutoDisabled",
     "Bootstrap",
     "ClaimLimits",
-    "MemoryStore",
+    "Handler",
     "Notifier",
     "Pruned",
+    "Reaction",
     "Store",
     "StoreStats",
     "Turn",

@@ -1,7 +1,7 @@
 """The Store interface: everything tocsin keeps, behind one small async API.
 
-Implementations: `memory.MemoryStore` (unit tests), `sqlite.SqliteStore` (embedded
-default), `postgres.PostgresStore` (shared by several processes). Callers depend on
+Implementations: `sqlite.SqliteStore` (embedded default, and the unit tests' store in a
+temporary directory), `postgres.PostgresStore` (shared by several processes). Callers depend on
 this Protocol only. Every method is one transaction.
 """
 
@@ -29,6 +29,7 @@ from tocsin.models import (
     User,
     WebhookSettings,
 )
+from tocsin.store.stream import Handler
 from tocsin.triggers.definitions import Trigger, TriggerSpec
 
 T = TypeVar("T")
@@ -573,6 +574,20 @@ class Store(Protocol):
     # events and the outbox
     async def ingest(self, client_id: int, events: Sequence[NewEvent], now: float) -> int:
         """Store events and, in the same transaction, queue their notifications."""
+        ...
+
+    # the event stream
+    async def consume(
+        self, consumer: str, handle: Handler, *, limit: int, now: float
+    ) -> int | None:
+        """Read the stream after the consumer's position and act on it, in one transaction.
+
+        Takes the consumer (created at the stream's start on first use), reads up to about
+        `limit` events after its position, in order (whole groups, at least one), calls
+        `handle(events, state)` even when there are none, stores the reaction's state and
+        ingests its events, and moves the position past what was read. Returns how many
+        events were read; None, doing nothing, while another process holds the consumer.
+        """
         ...
 
     # deliveries

@@ -22,36 +22,52 @@ class Group:
     type: EventType
     risk: RiskLevel | None
     skip_integration: int | None
+    targets: tuple[int, ...] | None
     notify: bool
     notifications: tuple[bytes, ...]
+    facts: tuple[bytes, ...]
 
     @property
     def blob(self) -> bytes:
         return b"\n".join(self.notifications)
 
+    @property
+    def facts_blob(self) -> bytes:
+        """The events' facts for the stream, one compact JSON object a line."""
+        return b"\n".join(self.facts)
+
+
+_Routing = tuple[EventType, RiskLevel | None, int | None, tuple[int, ...] | None, bool]
+
 
 def group(events: Sequence[NewEvent], notify: Sequence[bool], max_batch: int) -> Iterator[Group]:
     """Split events, in order, into groups of one routing and at most max_batch events."""
-    current: list[bytes] = []
-    routing: tuple[EventType, RiskLevel | None, int | None, bool] | None = None
+    notifications: list[bytes] = []
+    facts: list[bytes] = []
+    routing: _Routing | None = None
     for event, notifies in zip(events, notify, strict=True):
-        key = (event.type, event.risk, event.skip_integration, notifies)
-        if current and (key != routing or len(current) >= max_batch):
-            yield _make(routing, current)
-            current = []
+        key = (event.type, event.risk, event.skip_integration, event.targets, notifies)
+        if notifications and (key != routing or len(notifications) >= max_batch):
+            yield _make(routing, notifications, facts)
+            notifications, facts = [], []
         routing = key
-        current.append(event.notification)
-    if current:
-        yield _make(routing, current)
+        notifications.append(event.notification)
+        facts.append(event.facts)
+    if notifications:
+        yield _make(routing, notifications, facts)
 
 
-def _make(
-    routing: tuple[EventType, RiskLevel | None, int | None, bool] | None, items: list[bytes]
-) -> Group:
+def _make(routing: _Routing | None, notifications: list[bytes], facts: list[bytes]) -> Group:
     assert routing is not None  # noqa: S101 - a group is made only after one event
-    kind, risk, skip, notifies = routing
+    kind, risk, skip, targets, notifies = routing
     return Group(
-        type=kind, risk=risk, skip_integration=skip, notify=notifies, notifications=tuple(items)
+        type=kind,
+        risk=risk,
+        skip_integration=skip,
+        targets=targets,
+        notify=notifies,
+        notifications=tuple(notifications),
+        facts=tuple(facts),
     )
 
 

@@ -63,7 +63,7 @@ from tocsin.models import (
     User,
     WebhookSettings,
 )
-from tocsin.store import codec, grouping, queries
+from tocsin.store import codec, grouping, queries, routing, stream
 from tocsin.store.base import (
     CANCEL_BATCHES,
     DIGEST_TAKEN,
@@ -83,6 +83,7 @@ from tocsin.store.base import (
     lease_seconds,
     next_turn,
 )
+from tocsin.store.stream import Handler
 from tocsin.triggers.definitions import Trigger, TriggerSpec, counting_changed
 
 if TYPE_CHECKING:
@@ -793,7 +794,7 @@ class PostgresStore:
     async def _ingest(
         self, conn: Conn, client_id: int, events: Sequence[NewEvent], now: float
     ) -> int:
-        """Store events and queue their notifications, in the caller's transaction."""
+        """Store events in groups and queue their notifications (inside a transaction)."""
         rows = await conn.fetch(Q["enabled_integrations_of_client"], client_id)
         integrations = [self._codec.integration(row) for row in rows]
         notify = await _sample(conn, client_id, events, now)
@@ -801,11 +802,36 @@ class PostgresStore:
         if not groups:
             return 0
         event_ids = await _store_groups(conn, client_id, groups, now)
-        outbox = _outbox_rows(groups, event_ids, integrations)
+        outbox = routing.outbox_rows(groups, event_ids, integrations)
         if outbox:
             await conn.execute(Q["insert_outbox"], *map(list, zip(*outbox, strict=True)))
             await conn.execute(Q["notify_work"])
         return len(events)
+
+    # the event stream -------------------------------------------------------------
+
+    async def consume(
+        self, consumer: str, handle: Handler, *, limit: int, now: float
+    ) -> int | None:
+        await self._tx(lambda conn: conn.execute(Q["add_consumer"], consumer))
+
+        async def tx(conn: Conn) -> int | None:
+            taken = await conn.fetchrow(Q["take_consumer"], consumer)
+            if taken is None:
+                return None
+            xid, position = taken["position_xid"], taken["position_id"]
+            rows = await conn.fetch(Q["stream_after"], xid, position, limit)
+            rows = rows[: grouping.fitting([row["count"] for row in rows], limit)]
+            read = [event for row in rows for event in stream.decoded(row)]
+            reaction = handle(read, bytes(taken["state"]))
+            for client_id, new in stream.by_client(reaction.events):
+                await self._ingest(conn, client_id, new, now)
+            if rows:
+                xid, position = rows[-1]["xid"], rows[-1]["id"]
+            await conn.execute(Q["move_consumer"], consumer, xid, position, reaction.state, now)
+            return len(read)
+
+        return await self._tx(tx)
 
     async def _audit(
         self, conn: Conn, client_id: int, audit: Audit[T] | None, subject: T, now: float
@@ -1150,20 +1176,9 @@ async def _store_groups(
         [len(group.notifications) for group in groups],
         [group.notify for group in groups],
         [group.blob for group in groups],
+        [group.facts_blob for group in groups],
     )
     return event_ids
-
-
-def _outbox_rows(
-    groups: Sequence[grouping.Group], event_ids: Sequence[int], integrations: Sequence[Integration]
-) -> list[tuple[int, int, int]]:
-    return [
-        (integration.id, event_id, len(group.notifications))
-        for group, event_id in zip(groups, event_ids, strict=True)
-        if group.notify
-        for integration in integrations
-        if integration.id != group.skip_integration and integration.wants(group.type, group.risk)
-    ]
 
 
 def _attempt_args(record: AttemptRecord, now: float) -> tuple[Any, ...]:

@@ -37,7 +37,7 @@ from tocsin.models import (
     User,
     WebhookSettings,
 )
-from tocsin.store import codec, grouping, queries
+from tocsin.store import codec, grouping, queries, routing, stream
 from tocsin.store.base import (
     CANCEL_BATCHES,
     DIGEST_TAKEN,
@@ -58,6 +58,7 @@ from tocsin.store.base import (
     lease_seconds,
     next_turn,
 )
+from tocsin.store.stream import Handler
 from tocsin.triggers.definitions import Trigger, TriggerSpec, counting_changed
 
 T = TypeVar("T")
@@ -796,7 +797,7 @@ class SqliteStore:
     def _ingest(
         self, conn: sqlite3.Connection, client_id: int, events: Sequence[NewEvent], now: float
     ) -> int:
-        """Store events and queue their notifications, in the caller's transaction."""
+        """Store events in groups and queue their notifications (inside a transaction)."""
         rows = conn.execute(Q["enabled_integrations_of_client"], {"client_id": client_id})
         integrations = [self._codec.integration(row) for row in rows]
         notify = [
@@ -817,20 +818,37 @@ class SqliteStore:
                     len(g.notifications),
                     g.notify,
                     g.blob,
+                    g.facts_blob,
                     now,
                 )
                 for n, g in enumerate(groups)
             ],
         )
-        outbox = [
-            (integration.id, first + n, len(g.notifications))
-            for n, g in enumerate(groups)
-            if g.notify
-            for integration in integrations
-            if integration.id != g.skip_integration and integration.wants(g.type, g.risk)
-        ]
-        conn.executemany(Q["insert_outbox"], outbox)
+        group_ids = range(first, first + len(groups))
+        conn.executemany(Q["insert_outbox"], routing.outbox_rows(groups, group_ids, integrations))
         return len(events)
+
+    # the event stream -------------------------------------------------------------
+
+    async def consume(
+        self, consumer: str, handle: Handler, *, limit: int, now: float
+    ) -> int | None:
+        def tx(conn: sqlite3.Connection) -> int:
+            conn.execute(Q["add_consumer"], {"name": consumer})
+            position, state = conn.execute(Q["consumer"], {"name": consumer}).fetchone()
+            rows = conn.execute(
+                Q["stream_after"], {"position": position, "limit": limit}
+            ).fetchall()
+            rows = rows[: grouping.fitting([row["count"] for row in rows], limit)]
+            read = [event for row in rows for event in stream.decoded(row)]
+            reaction = handle(read, bytes(state))
+            for client_id, new in stream.by_client(reaction.events):
+                self._ingest(conn, client_id, new, now)
+            moved = {"position": rows[-1]["id"] if rows else position, "now": now}
+            conn.execute(Q["move_consumer"], moved | {"name": consumer, "state": reaction.state})
+            return len(read)
+
+        return await self._run(tx)
 
     def _audit(
         self,

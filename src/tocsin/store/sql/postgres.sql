@@ -256,10 +256,10 @@ DELETE FROM hit_samples WHERE started_at <= $1::double precision - $2::double pr
 SELECT nextval(pg_get_serial_sequence('events', 'id')) FROM generate_series(1, $1);
 
 -- name: insert_events
-INSERT INTO events (id, client_id, type, count, notify, notifications, created_at)
-SELECT g.id, $1, g.type, g.count, g.notify, g.notifications, $2
-FROM unnest($3::bigint[], $4::text[], $5::integer[], $6::boolean[], $7::bytea[])
-    AS g (id, type, count, notify, notifications);
+INSERT INTO events (id, client_id, type, count, notify, notifications, facts, created_at)
+SELECT g.id, $1, g.type, g.count, g.notify, g.notifications, g.facts, $2
+FROM unnest($3::bigint[], $4::text[], $5::integer[], $6::boolean[], $7::bytea[], $8::bytea[])
+    AS g (id, type, count, notify, notifications, facts);
 
 -- name: insert_outbox
 INSERT INTO outbox (integration_id, event_id, count)
@@ -497,3 +497,25 @@ RETURNING id, client_id, name, comment, enabled, condition, definition, created_
 DELETE FROM triggers WHERE client_id = $1 AND id = $2
 RETURNING id, client_id, name, comment, enabled, condition, definition, created_at,
           updated_at, counting_since;
+
+-- the event stream ---------------------------------------------------------------
+
+-- name: add_consumer
+INSERT INTO consumers (name) VALUES ($1) ON CONFLICT (name) DO NOTHING;
+
+-- name: take_consumer
+-- Held until the transaction ends; a consumer another process holds is skipped.
+SELECT position_xid::text AS position_xid, position_id, state FROM consumers
+WHERE name = $1 FOR UPDATE SKIP LOCKED;
+
+-- name: stream_after
+-- In the order of the inserting transactions, and only those older than every
+-- transaction still running: nothing can commit later behind the position read to.
+SELECT id, xid::text AS xid, client_id, type, count, facts, created_at FROM events
+WHERE (xid, id) > ($1::text::xid8, $2::bigint)
+  AND xid < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY xid, id LIMIT $3;
+
+-- name: move_consumer
+UPDATE consumers SET position_xid = $2::text::xid8, position_id = $3, state = $4, updated_at = $5
+WHERE name = $1;

@@ -186,12 +186,17 @@ WHERE integration_id = :integration_id AND status IN ('pending', 'retrying');
 SELECT coalesce(sum(count), 0) FROM outbox WHERE integration_id = :integration_id;
 
 -- name: next_event_id
-SELECT coalesce(max(id), 0) + 1 FROM events;
+-- Past every consumer's position too: retention may have deleted the newest groups, and
+-- an id a consumer has read past must never be given again.
+SELECT max(
+    coalesce((SELECT max(id) FROM events), 0),
+    coalesce((SELECT max(position) FROM consumers), 0)
+) + 1;
 
 -- name: insert_event
 -- Positional: run with executemany, one row per group of events.
-INSERT INTO events (id, client_id, type, count, notify, notifications, created_at)
-VALUES (?, ?, ?, ?, ?, ?, ?);
+INSERT INTO events (id, client_id, type, count, notify, notifications, facts, created_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?);
 
 -- name: insert_outbox
 INSERT INTO outbox (integration_id, event_id, count) VALUES (?, ?, ?);
@@ -374,3 +379,19 @@ WHERE client_id = :client_id AND id = :id;
 
 -- name: delete_trigger
 DELETE FROM triggers WHERE client_id = :client_id AND id = :id;
+
+-- the event stream ---------------------------------------------------------------
+
+-- name: add_consumer
+INSERT OR IGNORE INTO consumers (name) VALUES (:name);
+
+-- name: consumer
+SELECT position, state FROM consumers WHERE name = :name;
+
+-- name: stream_after
+SELECT id, client_id, type, count, facts, created_at FROM events
+WHERE id > :position ORDER BY id LIMIT :limit;
+
+-- name: move_consumer
+UPDATE consumers SET position = :position, state = :state, updated_at = :now
+WHERE name = :name;

@@ -1,6 +1,8 @@
-"""Deliveries as SQLite schema versions 1-3 stored them, for the tests that upgrade old
-databases: up to version 3 a delivery's body was a column of `deliveries`, which
-today's store code no longer writes (migration 4 moved bodies to `delivery_bodies`).
+"""Events and deliveries as older SQLite schema versions stored them, for the tests that
+upgrade old databases, which today's store code no longer writes: up to version 3 a
+delivery's body was a column of `deliveries` (migration 4 moved bodies to
+`delivery_bodies`); up to version 4 an event group had no facts and there was no
+`consumers` table (migration 5, the event stream).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
-from tocsin.models import BodyFormat, DeliveryStatus, Integration
+from tocsin.models import BodyFormat, DeliveryStatus, Integration, NewEvent
 from tocsin.store import grouping
 
 
@@ -78,3 +80,25 @@ def old_delivery(
         )
     assert delivery_id is not None
     return delivery_id
+
+
+def old_ingest(path: Path, client_id: int, events: Sequence[NewEvent], at: float) -> None:
+    """Store events as one group queued for each of the client's integrations, as versions
+    1-4 did (no facts); the tests' integrations take every event they are given."""
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        event_id = conn.execute(
+            "INSERT INTO events (client_id, type, count, notify, notifications, created_at)"
+            " VALUES (?, ?, ?, 1, ?, ?)",
+            (
+                client_id,
+                events[0].type.value,
+                len(events),
+                b"\n".join(event.notification for event in events),
+                at,
+            ),
+        ).lastrowid
+        conn.execute(
+            "INSERT INTO outbox (integration_id, event_id, count) SELECT id, ?, ? FROM"
+            " integrations WHERE client_id = ? AND enabled = 1 AND deleted_at IS NULL",
+            (event_id, len(events), client_id),
+        )
