@@ -242,6 +242,28 @@ def integration_event(
     )
 
 
+def auto_disabled_event(
+    integration: Integration,
+    settings: formats.NotifySettings,
+    *,
+    requests: int,
+    failures: int,
+    window_seconds: float,
+    now: float,
+) -> NewEvent:
+    """integration_auto_disabled, by "system": the failure rate and window that caused it."""
+    extra: dict[str, object] = {
+        "failure_rate": round(failures / requests, 3),
+        "requests": requests,
+        "failures": failures,
+        "window_seconds": window_seconds,
+        "reason": integration.disabled_reason,
+    }
+    return integration_event(
+        "integration_auto_disabled", integration, settings, actor="system", now=now, extra=extra
+    )
+
+
 def user_event(
     notification_type: str,
     user: User,

@@ -1,6 +1,6 @@
 """Delivery-log retention: what is older than `TOCSIN_RETENTION_DAYS` is pruned.
 
-Every delivering process runs `prune_loop`, and the store lets one of them prune per
+Every delivering process's scheduler runs `prune_job`, and the store lets one of them prune per
 turn (`store.Turn`): every `PRUNE_EVERY` seconds the first process to ask takes the
 turn and deletes, in transactions of `PRUNE_BATCH` rows, the finished deliveries and
 their attempts, the events and the expired denylist entries that are past retention;
@@ -9,10 +9,10 @@ the others are told it is not their turn. Waiting work is never pruned.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from tocsin.clock import Clock
+from tocsin.scheduler import Job
 from tocsin.store import Pruned, Store, Turn
 
 log = logging.getLogger("tocsin.retention")
@@ -22,16 +22,14 @@ PRUNE_EVERY = 300.0  # seconds between turns, and how long a turn lasts
 PRUNE_BATCH = 1000  # rows of each kind per transaction: no lock is held for long
 
 
-async def prune_loop(store: Store, clock: Clock, *, owner: str, retention_days: float) -> None:
-    """Prune every `PRUNE_EVERY` seconds, in this process's turns, until cancelled."""
+def prune_job(store: Store, clock: Clock, *, owner: str, retention_days: float) -> Job:
+    """The scheduler's job pruning the log every `PRUNE_EVERY` seconds, in this process's turns."""
     turn = Turn(owner=owner, length=PRUNE_EVERY)
-    while True:
-        try:
-            await prune_log(store, clock, turn, retention_days)
-        except Exception:
-            # Like the record loop, this one must live on: the next turn tries again.
-            log.exception("pruning the delivery log failed; trying again in %.0f s", PRUNE_EVERY)
-        await asyncio.sleep(PRUNE_EVERY)
+    return Job(
+        name="prune",
+        every=PRUNE_EVERY,
+        run=lambda: prune_log(store, clock, turn, retention_days),
+    )
 
 
 async def prune_log(

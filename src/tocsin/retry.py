@@ -38,6 +38,16 @@ def should_auto_disable(requests: int, failures: int) -> bool:
     return requests >= AUTO_DISABLE_MIN_REQUESTS and failures >= AUTO_DISABLE_RATE * requests
 
 
+def auto_disable_reason(requests: int, failures: int, window: float) -> str | None:
+    """Why an integration is disabled, in the words it is shown with; None if it is not."""
+    if not should_auto_disable(requests, failures):
+        return None
+    return (
+        f"{failures} of {requests} requests failed ({failures / requests:.0%}) "
+        f"in the last {window / 3600:.0f} hours"
+    )
+
+
 def decide(failures_before: int, ok: bool, now: float) -> tuple[DeliveryStatus, float | None]:
     """A delivery's status and next attempt time after an attempt.
 

@@ -6,17 +6,16 @@ all the API hands its routes; it starts and stops the parts.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from tocsin import events, formats, ids
+from tocsin import events, ids, retention
 from tocsin.app import Context, PrincipalCache
 from tocsin.clock import Clock, SystemClock
 from tocsin.config import Settings
 from tocsin.crypto import Vault
 from tocsin.delivery import Dispatcher, Sender
 from tocsin.metrics import Metrics
-from tocsin.models import Client, Integration, NewEvent
+from tocsin.models import NewEvent
 from tocsin.ratelimit import RateLimiter
+from tocsin.scheduler import Scheduler
 from tocsin.store import AutoDisabled, Bootstrap, Store
 
 __all__ = ["PrincipalCache", "Tocsin"]
@@ -47,8 +46,18 @@ class Tocsin:
             self.sender,
             settings,
             self.clock,
-            on_auto_disabled=self._auto_disabled,
+            audit_auto_disabled=self._auto_disabled,
             metrics=self.metrics,
+        )
+        self.scheduler = Scheduler(
+            [
+                retention.prune_job(
+                    store,
+                    self.clock,
+                    owner=self.dispatcher.owner,
+                    retention_days=settings.retention_days,
+                )
+            ]
         )
         self.context = Context(
             settings=settings,
@@ -71,9 +80,11 @@ class Tocsin:
         token = await self.bootstrap()
         if deliver:
             await self.dispatcher.start()
+            await self.scheduler.start()
         return token
 
     async def stop(self) -> None:
+        await self.scheduler.stop()
         if self.dispatcher.running:
             await self.dispatcher.stop()
         await self.sender.close()
@@ -92,47 +103,14 @@ class Tocsin:
         created = await self.store.bootstrap(boot, self.clock.now())
         return token if created else None
 
-    def notify_settings(self, client: Client) -> formats.NotifySettings:
-        return self.context.notify_settings(client)
-
-    async def ingest(self, client: Client, new_events: Sequence[NewEvent]) -> int:
-        """Store events with their outbox rows, then wake the dispatcher."""
-        accepted = await self.store.ingest(client.id, new_events, self.clock.now())
-        self.metrics.accepted(new_events)
-        self.dispatcher.wake()
-        return accepted
-
-    async def integration_event(
-        self,
-        client: Client,
-        kind: str,
-        integration: Integration,
-        actor: str,
-        extra: dict[str, object] | None = None,
-    ) -> None:
-        self.dispatcher.changed(integration, gone=kind in events.STOPS_SENDING)
-        event = events.integration_event(
-            kind,
-            integration,
-            self.notify_settings(client),
-            actor=actor,
+    def _auto_disabled(self, found: AutoDisabled) -> list[NewEvent]:
+        """The system notification of an integration the store auto-disables (pure)."""
+        event = events.auto_disabled_event(
+            found.integration,
+            self.context.notify_settings(found.client),
+            requests=found.requests,
+            failures=found.failures,
+            window_seconds=found.window_seconds,
             now=self.clock.now(),
-            extra=extra,
         )
-        await self.ingest(client, [event])
-
-    async def _auto_disabled(self, disabled: Sequence[AutoDisabled]) -> None:
-        for found in disabled:
-            client = await self.store.get_client(found.integration.client_id)
-            if client is None:
-                continue
-            extra: dict[str, object] = {
-                "failure_rate": round(found.failures / found.requests, 3),
-                "requests": found.requests,
-                "failures": found.failures,
-                "window_seconds": found.window_seconds,
-                "reason": found.integration.disabled_reason,
-            }
-            await self.integration_event(
-                client, "integration_auto_disabled", found.integration, "system", extra
-            )
+        return [event]

@@ -6,9 +6,8 @@ Three small loops share one process:
 - each `_deliver` task sends one request and queues its record;
 - `_record_loop` writes queued records in batches, one transaction per batch.
 On a store that hears other processes queue work (`Notifier`: PostgreSQL's
-LISTEN/NOTIFY), `_listen_loop` wakes the claim loop when they do. A last loop,
-`retention.prune_loop`, prunes the delivery log past its retention in this process's
-turns (one process per turn, across processes).
+LISTEN/NOTIFY), `_listen_loop` wakes the claim loop when they do. Periodic work that is
+not delivery (retention, triggers) runs in the process's scheduler (`tocsin.scheduler`).
 A slow integration only ever holds its own `max_in_flight` slots.
 
 Claiming waits for a commit (an fsync on SQLite), a request for a round trip; for an
@@ -30,22 +29,21 @@ import logging
 import os
 import secrets
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 
-from tocsin import retention, retry
+from tocsin import retry
 from tocsin.clock import Clock
 from tocsin.config import Settings
 from tocsin.delivery.sender import Sender
-from tocsin.errors import StoreError, TocsinError
+from tocsin.errors import StoreError
 from tocsin.metrics import Metrics
 from tocsin.models import AttemptRecord, Claim, Integration
 from tocsin.store import AutoDisabled, ClaimLimits, Notifier, Store
-from tocsin.store.base import lease_seconds
+from tocsin.store.base import Audit, lease_seconds
 
 log = logging.getLogger("tocsin.delivery")
 
-OnAutoDisabled = Callable[[Sequence[AutoDisabled]], Awaitable[None]]
 _RECORD_BATCH = 1000
 _RELISTEN_DELAY = 5.0  # seconds between tries to listen again; polling goes on meanwhile
 # Deliveries claimed ahead per healthy integration, in units of max_in_flight: enough to
@@ -67,7 +65,7 @@ class Dispatcher:
         settings: Settings,
         clock: Clock,
         *,
-        on_auto_disabled: OnAutoDisabled | None = None,
+        audit_auto_disabled: Audit[AutoDisabled] | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         self._store = store
@@ -75,8 +73,10 @@ class Dispatcher:
         self._sender = sender
         self._settings = settings
         self._clock = clock
-        self._on_auto_disabled = on_auto_disabled
-        self._owner = f"{os.uname().nodename}:{os.getpid()}:{secrets.token_hex(4)}"
+        # Renders the system notification of an integration the store auto-disables, for
+        # the store to write in the transaction that disables it.
+        self._audit_auto_disabled = audit_auto_disabled
+        self.owner = f"{os.uname().nodename}:{os.getpid()}:{secrets.token_hex(4)}"
         self._wake = asyncio.Event()
         self._records: asyncio.Queue[AttemptRecord] = asyncio.Queue()
         self._in_flight: Counter[int] = Counter()  # requests running, per integration
@@ -107,13 +107,6 @@ class Dispatcher:
         if isinstance(self._store, Notifier):
             listen = self._listen_loop(self._store)
             self._loops.append(asyncio.create_task(listen, name="tocsin-listen"))
-        prune = retention.prune_loop(
-            self._store,
-            self._clock,
-            owner=self._owner,
-            retention_days=self._settings.retention_days,
-        )
-        self._loops.append(asyncio.create_task(prune, name="tocsin-prune"))
 
     async def stop(self) -> None:
         """Stop claiming, let requests in flight finish briefly, write their records.
@@ -181,7 +174,7 @@ class Dispatcher:
             held[integration_id] += len(ready)
         most = self._settings.max_in_flight
         return ClaimLimits(
-            owner=self._owner,
+            owner=self.owner,
             max_in_flight=most,
             in_flight=held,
             lease_margin=self._settings.lease_margin,
@@ -334,7 +327,9 @@ class Dispatcher:
 
     async def _write(self, batch: list[AttemptRecord]) -> None:
         try:
-            disabled = await self._store.record_attempts(batch, self._clock.now())
+            disabled = await self._store.record_attempts(
+                batch, self._clock.now(), audit=self._audit_auto_disabled
+            )
         except Exception:
             # Whatever failed, the recording loop must live on: the leases expire and the
             # deliveries are sent again, so at-least-once holds.
@@ -345,11 +340,8 @@ class Dispatcher:
         for record in batch:
             if record.outcome.error:
                 log.warning("delivery %s: %s", record.delivery_id, record.outcome.error)
-        if disabled and self._on_auto_disabled is not None:
-            try:
-                await self._on_auto_disabled(disabled)
-            except TocsinError:
-                log.exception("notifying about auto-disabled integrations failed")
+        for found in disabled:
+            self.changed(found.integration, gone=True)
         self.wake()
 
 

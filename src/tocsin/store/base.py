@@ -201,6 +201,7 @@ class AutoDisabled:
     """An integration the store disabled because its failure rate crossed the rule."""
 
     integration: Integration
+    client: Client
     requests: int
     failures: int
     window_seconds: float
@@ -596,9 +597,17 @@ class Store(Protocol):
         ...
 
     async def record_attempts(
-        self, records: Sequence[AttemptRecord], now: float
+        self,
+        records: Sequence[AttemptRecord],
+        now: float,
+        *,
+        audit: Audit[AutoDisabled] | None = None,
     ) -> list[AutoDisabled]:
-        """Store attempts and their decisions, release leases, apply the auto-disable rule."""
+        """Store attempts and their decisions, release leases, apply the auto-disable rule.
+
+        An integration the rule disables gets its system notification (`audit`) in the
+        same transaction.
+        """
         ...
 
     async def next_due(self) -> float | None:

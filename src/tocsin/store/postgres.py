@@ -982,7 +982,11 @@ class PostgresStore:
         return sorted((codec.delivery_from_row(row) for row in rows), key=lambda d: d.id)
 
     async def record_attempts(
-        self, records: Sequence[AttemptRecord], now: float
+        self,
+        records: Sequence[AttemptRecord],
+        now: float,
+        *,
+        audit: Audit[AutoDisabled] | None = None,
     ) -> list[AutoDisabled]:
         if not records:
             return []
@@ -995,7 +999,10 @@ class PostgresStore:
             last = {record.integration_id: _text(record.outcome.error) for record in records}
             await conn.executemany(Q["set_integration_error"], sorted(last.items()))
             failing = sorted({r.integration_id for r in records if not r.outcome.ok})
-            return [found for i in failing if (found := await self._auto_disable(conn, i, now))]
+            disabled = [f for i in failing if (f := await self._auto_disable(conn, i, now))]
+            for found in disabled:
+                await self._audit(conn, found.client.id, audit, found, now)
+            return disabled
 
         return await self._tx(tx)
 
@@ -1009,12 +1016,9 @@ class PostgresStore:
         since = max(now - window, found["enabled_at"])
         stats = _one(await conn.fetchrow(Q["attempt_stats"], integration_id, since))
         requests, failures = int(stats[0]), int(stats[1])
-        if not retry.should_auto_disable(requests, failures):
+        reason = retry.auto_disable_reason(requests, failures, window)
+        if reason is None:
             return None
-        reason = (
-            f"{failures} of {requests} requests failed ({failures / requests:.0%}) "
-            f"in the last {window / 3600:.0f} hours"
-        )
         # FOR UPDATE waits for the ingests that saw it enabled: their work is cancelled too.
         await conn.execute(Q["lock_integration_any_client"], integration_id)
         row = await conn.fetchrow(Q["auto_disable_integration"], integration_id, reason, now)
@@ -1022,8 +1026,13 @@ class PostgresStore:
             return None
         integration = self._codec.integration(row)
         await self._cancel_queued(conn, integration, now)
+        client = _one(await conn.fetchrow(Q["client_by_id"], integration.client_id))
         return AutoDisabled(
-            integration=integration, requests=requests, failures=failures, window_seconds=window
+            integration=integration,
+            client=Client(**dict(client)),
+            requests=requests,
+            failures=failures,
+            window_seconds=window,
         )
 
     async def next_due(self) -> float | None:

@@ -993,7 +993,11 @@ class SqliteStore:
         return made
 
     async def record_attempts(
-        self, records: Sequence[AttemptRecord], now: float
+        self,
+        records: Sequence[AttemptRecord],
+        now: float,
+        *,
+        audit: Audit[AutoDisabled] | None = None,
     ) -> list[AutoDisabled]:
         def tx(conn: sqlite3.Connection) -> list[AutoDisabled]:
             # An attempt's number comes from the delivery's count so far: all inserts, then
@@ -1012,7 +1016,10 @@ class SqliteStore:
                 Q["set_integration_error"], [{"id": k, "error": v} for k, v in last.items()]
             )
             failing = {r.integration_id for r in records if not r.outcome.ok}
-            return [found for i in sorted(failing) if (found := self._auto_disable(conn, i, now))]
+            disabled = [f for i in sorted(failing) if (f := self._auto_disable(conn, i, now))]
+            for found in disabled:
+                self._audit(conn, found.client.id, audit, found, now)
+            return disabled
 
         return await self._run(tx)
 
@@ -1024,20 +1031,22 @@ class SqliteStore:
         since = max(now - window, found["enabled_at"])
         params = {"integration_id": integration_id, "since": since}
         requests, failures = conn.execute(Q["attempt_stats"], params).fetchone()
-        if not retry.should_auto_disable(requests, failures):
+        reason = retry.auto_disable_reason(requests, failures, window)
+        if reason is None:
             return None
-        reason = (
-            f"{failures} of {requests} requests failed ({failures / requests:.0%}) "
-            f"in the last {window / 3600:.0f} hours"
-        )
         key = {"id": integration_id, "reason": reason, "now": now}
         if not conn.execute(Q["auto_disable_integration"], key).rowcount:
             return None
         row = conn.execute(Q["integration_by_id_any_client"], {"id": integration_id}).fetchone()
         integration = self._codec.integration(row)
         self._cancel_queued(conn, integration, now)
+        client = conn.execute(Q["client_by_id"], {"id": integration.client_id}).fetchone()
         return AutoDisabled(
-            integration=integration, requests=requests, failures=failures, window_seconds=window
+            integration=integration,
+            client=Client(**dict(client)),
+            requests=requests,
+            failures=failures,
+            window_seconds=window,
         )
 
     async def next_due(self) -> float | None:
