@@ -820,7 +820,8 @@ class PostgresStore:
             if taken is None:
                 return None
             xid, position = taken["position_xid"], taken["position_id"]
-            rows = await conn.fetch(Q["stream_after"], xid, position, limit)
+            horizon = await conn.fetchval(Q["stream_horizon"])
+            rows = await conn.fetch(Q["stream_after"], xid, position, limit, horizon)
             rows = rows[: grouping.fitting([row["count"] for row in rows], limit)]
             read = [event for row in rows for event in stream.decoded(row)]
             reaction = handle(read, bytes(taken["state"]))

@@ -508,12 +508,29 @@ INSERT INTO consumers (name) VALUES ($1) ON CONFLICT (name) DO NOTHING;
 SELECT position_xid::text AS position_xid, position_id, state FROM consumers
 WHERE name = $1 FOR UPDATE SKIP LOCKED;
 
+-- name: stream_horizon
+-- The oldest transaction of this database still running (other than ours), as a full
+-- transaction id: every event group below it has committed or never will. Read in a
+-- statement of its own before the groups (whose snapshot is newer), so a transaction
+-- that ends between the two is visible to the read. Transactions of other databases on
+-- the server do not hold the stream back. (A role sees other roles' transaction ids here
+-- only with pg_read_all_stats: tocsin's processes share one role.)
+WITH current AS (SELECT pg_current_xact_id()::text::bigint AS xid)
+SELECT coalesce(
+    min(current.xid - ((current.xid % 4294967296 - a.backend_xid::text::bigint
+                        + 4294967296) % 4294967296)),
+    current.xid + 1
+)::text
+FROM current LEFT JOIN pg_stat_activity a
+    ON a.datname = current_database() AND a.backend_xid IS NOT NULL
+    AND a.pid <> pg_backend_pid()
+GROUP BY current.xid;
+
 -- name: stream_after
--- In the order of the inserting transactions, and only those older than every
--- transaction still running: nothing can commit later behind the position read to.
+-- In the order of the inserting transactions, and only below the horizon read just
+-- before: nothing can commit later behind the position read to.
 SELECT id, xid::text AS xid, client_id, type, count, facts, created_at FROM events
-WHERE (xid, id) > ($1::text::xid8, $2::bigint)
-  AND xid < pg_snapshot_xmin(pg_current_snapshot())
+WHERE (xid, id) > ($1::text::xid8, $2::bigint) AND xid < $4::text::xid8
 ORDER BY xid, id LIMIT $3;
 
 -- name: move_consumer

@@ -4,7 +4,8 @@
 ALTER TABLE events ADD COLUMN facts bytea NOT NULL DEFAULT ''::bytea;
 
 -- Ids come from a sequence and commit out of order, so consumers read in the order of
--- the inserting transaction's id, and only below the oldest transaction still running:
+-- the inserting transaction's id, and only below the oldest transaction of this database
+-- still running (see the stream_horizon query):
 -- nothing can appear later behind a consumer's position. Rows stored before this
 -- version get 0 (a constant default rewrites nothing), new rows their transaction's id.
 ALTER TABLE events ADD COLUMN xid xid8 NOT NULL DEFAULT '0';
