@@ -20,6 +20,7 @@ from tocsin.models import (
     Claim,
     Client,
     Delivery,
+    DeliveryStatus,
     DenylistEntry,
     Integration,
     NewEvent,
@@ -83,6 +84,17 @@ def denylisted_already(
         f"{ip} is already denylisted for {scope} until {until} (entry {entry_id}); "
         "remove that entry or wait until it expires"
     )
+
+
+def check_resendable(status: DeliveryStatus, *, integration_exists: bool, enabled: bool) -> None:
+    """Conflict unless a delivery may be queued again: failed or cancelled, and its
+    integration still there and enabled (pure; the stores call it on the rows they lock)."""
+    if status not in (DeliveryStatus.FAILED, DeliveryStatus.CANCELLED):
+        raise Conflict(f"only failed or cancelled deliveries can be re-sent; this one is {status}")
+    if not integration_exists:
+        raise Conflict("the integration of this delivery was deleted")
+    if not enabled:
+        raise Conflict("enable the integration before re-sending its deliveries")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -77,6 +77,7 @@ from tocsin.store.base import (
     Pruned,
     StoreStats,
     Turn,
+    check_resendable,
     denylisted_already,
     in_turn,
     last_administrator,
@@ -1069,7 +1070,11 @@ class PostgresStore:
             integration = await conn.fetchrow(
                 Q["integration_for_resend"], row["integration_id"], client_id
             )
-            _check_resendable(DeliveryStatus(row["status"]), integration)
+            check_resendable(
+                DeliveryStatus(row["status"]),
+                integration_exists=integration is not None,
+                enabled=integration is not None and bool(integration["enabled"]),
+            )
             fresh = await conn.fetchrow(Q["requeue_delivery"], delivery_id, now)
             if fresh is None:
                 raise Conflict("this delivery was re-sent or changed meanwhile; reload it")
@@ -1220,15 +1225,6 @@ async def _with_attempts(conn: Conn, rows: Sequence[asyncpg.Record]) -> list[Del
     for attempt in found:
         attempts.setdefault(attempt["delivery_id"], []).append(codec.attempt_from_row(attempt))
     return [codec.delivery_from_row(row, attempts.get(row["id"], [])) for row in rows]
-
-
-def _check_resendable(status: DeliveryStatus, integration: asyncpg.Record | None) -> None:
-    if status not in (DeliveryStatus.FAILED, DeliveryStatus.CANCELLED):
-        raise Conflict(f"only failed or cancelled deliveries can be re-sent; this one is {status}")
-    if integration is None:
-        raise Conflict("the integration of this delivery was deleted")
-    if not integration["enabled"]:
-        raise Conflict("enable the integration before re-sending its deliveries")
 
 
 def _rotated(vault: Vault, stored: str | None) -> str | None:

@@ -51,6 +51,7 @@ from tocsin.store.base import (
     Pruned,
     StoreStats,
     Turn,
+    check_resendable,
     claim_queued,
     denylisted_already,
     in_turn,
@@ -1090,7 +1091,11 @@ class SqliteStore:
             integration = conn.execute(
                 Q["integration_by_id"], {"id": row["integration_id"], "client_id": client_id}
             ).fetchone()
-            _check_resendable(DeliveryStatus(row["status"]), integration)
+            check_resendable(
+                DeliveryStatus(row["status"]),
+                integration_exists=integration is not None,
+                enabled=integration is not None and bool(integration["enabled"]),
+            )
             conn.execute(Q["requeue_delivery"], {"id": delivery_id, "now": now})
             fresh = conn.execute(Q["delivery_by_id"], {"id": delivery_id}).fetchone()
             return _with_attempts(conn, fresh)
@@ -1274,15 +1279,6 @@ def _finish_params(record: AttemptRecord, now: float) -> dict[str, Any]:
 def _with_attempts(conn: sqlite3.Connection, row: sqlite3.Row) -> Delivery:
     attempts = conn.execute(Q["attempts_of_delivery"], {"delivery_id": row["id"]})
     return codec.delivery_from_row(row, [codec.attempt_from_row(a) for a in attempts])
-
-
-def _check_resendable(status: DeliveryStatus, integration: sqlite3.Row | None) -> None:
-    if status not in (DeliveryStatus.FAILED, DeliveryStatus.CANCELLED):
-        raise Conflict(f"only failed or cancelled deliveries can be re-sent; this one is {status}")
-    if integration is None:
-        raise Conflict("the integration of this delivery was deleted")
-    if not integration["enabled"]:
-        raise Conflict("enable the integration before re-sending its deliveries")
 
 
 class _IntegrationCache:
