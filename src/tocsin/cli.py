@@ -240,6 +240,27 @@ _worker_options = _options(
     help="Largest request body (413 past it).",
 )
 @_opt(
+    "--max-header-bytes",
+    "TOCSIN_MAX_HEADER_BYTES",
+    default=64 * 1024,
+    type=click.IntRange(1024, 16 * 1024**2),
+    help="Largest request line and headers together (431 past it).",
+)
+@_opt(
+    "--max-header-count",
+    "TOCSIN_MAX_HEADER_COUNT",
+    default=100,
+    type=click.IntRange(8, 10_000),
+    help="Most header lines in a request (431 past it).",
+)
+@_opt(
+    "--header-timeout",
+    "TOCSIN_HEADER_TIMEOUT",
+    default=10.0,
+    type=click.FloatRange(0.5, 3600),
+    help="Seconds a client has to send a request line and headers (then 408, closed).",
+)
+@_opt(
     "--ingest-rate",
     "TOCSIN_INGEST_RATE",
     default=100_000.0,
@@ -293,6 +314,7 @@ def _settings(options: dict[str, Any]) -> Settings:
 async def _serve(settings: Settings) -> None:
     import uvicorn  # noqa: PLC0415 - only the serve command needs it
 
+    from tocsin import httpserver  # noqa: PLC0415
     from tocsin.api import create_app  # noqa: PLC0415
     from tocsin.service import Tocsin  # noqa: PLC0415
 
@@ -307,14 +329,7 @@ async def _serve(settings: Settings) -> None:
     token = await runtime.start(deliver=settings.deliver)
     if token is not None:
         click.echo(f"Created the first administrator. API token (shown once): {token}", err=True)
-    config = uvicorn.Config(
-        create_app(runtime),
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        access_log=False,
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(httpserver.config(create_app(runtime), settings))
     _freeze_startup_objects()
     click.echo(f"tocsin {__version__} serving on http://{settings.host}:{settings.port}", err=True)
     try:

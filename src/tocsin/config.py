@@ -39,6 +39,9 @@ class Settings:
     poll_interval: float = 0.5
     sqlite_synchronous: str = "FULL"
     max_body_bytes: int = 10 * 1024 * 1024
+    max_header_bytes: int = 64 * 1024  # the request line and headers, 431 past it
+    max_header_count: int = 100
+    header_timeout: float = 10.0  # seconds to receive a request line and headers
     deliver: bool = True  # serve without delivery workers (PostgreSQL, `tocsin dispatch` delivers)
     retention_days: float = 30.0  # the delivery log, events and expired denylist entries
     # Mark console cookies Secure even over plain http (TLS ends at a proxy in front).
