@@ -584,30 +584,55 @@ async def test_unicode_line_separators_do_not_break_ndjson_framing(
 # --------------------------------------------------------------------------- content type
 
 
-@pytest.mark.parametrize(
-    "content_type",
-    [
-        pytest.param("text/plain", id="text-plain"),
-        pytest.param("application/octet-stream", id="octet-stream"),
-        pytest.param("application/x-www-form-urlencoded", id="form"),
-        pytest.param("application/x-ndjson", id="ndjson"),
-        pytest.param(None, id="none"),
-    ],
-)
-async def test_ingestion_reads_json_whatever_the_content_type(
-    tocsin: Running, content_type: str | None
-) -> None:
-    """Decision: sensors and log shippers label JSON loosely; the body decides, not the label.
+NOT_JSON = [
+    pytest.param("text/plain", id="text-plain"),
+    pytest.param("application/octet-stream", id="octet-stream"),
+    pytest.param("application/x-www-form-urlencoded", id="form"),
+    pytest.param("application/x-ndjson", id="ndjson"),
+    pytest.param(None, id="none"),
+]
 
-    Safe because every call needs an Authorization header, which no cross-site form
-    can send.
-    """
+
+@pytest.mark.parametrize("path", ["/api/v1/hits", "/api/v1/vulnerabilities"])
+@pytest.mark.parametrize("content_type", NOT_JSON)
+async def test_ingestion_not_declared_json_is_415_naming_content_type(
+    tocsin: Running, path: str, content_type: str | None
+) -> None:
+    """Decision: one rule for every route taking JSON, ingestion included (issue 17): a
+    body not declared as JSON is refused before it is read."""
     headers = {} if content_type is None else {"Content-Type": content_type}
+    response = await call(tocsin, "POST", path, orjson.dumps([hit()]), headers)
+    message = assert_error(response, 415, "Content-Type", "unsupported_media_type")
+    assert "application/json" in message
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/json", "application/json; charset=utf-8", "Application/JSON"]
+)
+async def test_ingestion_declared_json_in_any_spelling_is_read(
+    tocsin: Running, content_type: str
+) -> None:
+    headers = {"Content-Type": content_type}
     response = await call(tocsin, "POST", "/api/v1/hits", orjson.dumps([hit()]), headers)
     assert response.status_code == 202, response.text
     assert response.json() == {"accepted": 1}
-    response = await call(tocsin, "POST", "/api/v1/hits", b"hits=1", headers)
-    assert_error(response, 400, "body", "bad_json")
+
+
+async def test_every_route_taking_json_refuses_a_body_not_declared_json(tocsin: Running) -> None:
+    """Every operation of the OpenAPI document with a JSON request body, one rule."""
+    document = (await tocsin.api.get("/api/v1/openapi.json")).json()
+    operations = [
+        (method.upper(), path.replace("{integration_id}", "1").replace("{", "").replace("}", ""))
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        if "application/json" in operation.get("requestBody", {}).get("content", {})
+    ]
+    assert len(operations) >= 10
+    refused = {}
+    for method, path in operations:
+        response = await call(tocsin, method, path, b"{}", {"Content-Type": "text/plain"})
+        refused[method, path] = response.status_code
+    assert set(refused.values()) == {415}, refused
 
 
 @pytest.mark.parametrize("kind", SETTINGS_CALLS)

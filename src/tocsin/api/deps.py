@@ -111,7 +111,8 @@ async def read_body(request: Request) -> bytes:
 
 
 async def json_body(request: Request) -> Any:
-    """The request body parsed as JSON (orjson), within the deployment's size limit."""
+    """The request body, declared as JSON, parsed (orjson) within the deployment's limit."""
+    require_json(request)
     try:
         return orjson.loads(await read_body(request))
     except orjson.JSONDecodeError as exc:
@@ -138,6 +139,15 @@ class JsonRequest(Request):
         return self._json
 
 
+def require_json(request: Request) -> None:
+    """The one rule of every route taking a JSON body: it is declared as JSON, or 415."""
+    content_type = request.headers.get("content-type")
+    if not declared_json(content_type):
+        given = f"not {content_type}" if content_type else "none was given"
+        message = f"send the body as JSON with Content-Type: application/json ({given})"
+        raise ApiError(415, "unsupported_media_type", message, "Content-Type")
+
+
 def declared_json(content_type: str | None) -> bool:
     """`application/json` or `application/<anything>+json`: what FastAPI parses as JSON."""
     if content_type is None:
@@ -157,11 +167,7 @@ async def check_typed_body(request: JsonRequest) -> None:
     body = await request.body()
     if not body:
         return
-    content_type = request.headers.get("content-type")
-    if not declared_json(content_type):
-        given = f"not {content_type}" if content_type else "none was given"
-        message = f"send the body as JSON with Content-Type: application/json ({given})"
-        raise ApiError(415, "unsupported_media_type", message, "Content-Type")
+    require_json(request)
     if body.count(b"[") + body.count(b"{") <= MAX_SETTINGS_DEPTH:
         return  # nesting never exceeds the count of brackets
     try:
