@@ -490,6 +490,8 @@ async def post_each(
 
 
 async def post_one(session: aiohttp.ClientSession, url: str, body: bytes, **request: Any) -> None:
+    """POST a JSON body (declared as JSON: tocsin answers 415 otherwise)."""
+    request["headers"] = {"Content-Type": "application/json"} | request.get("headers", {})
     async with session.post(url, data=body, **request) as reply:
         await reply.read()
         if not 200 <= reply.status < 300:
