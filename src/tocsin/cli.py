@@ -151,7 +151,13 @@ _first_client_options = _options(
         help="client_name of the first client.",
     ),
     _opt("--cloud", "TOCSIN_CLOUD", default="local", help="cloud label of the first client."),
-    _opt("--console-url", "TOCSIN_CONSOLE_URL", default="", help="Base of links in notifications."),
+    _opt(
+        "--console-url",
+        "TOCSIN_CONSOLE_URL",
+        default="",
+        show_default="http://<host>:<port>",
+        help="Base of links in notifications.",
+    ),
 )
 
 # How notifications are written and where they may go: the same for serve and dispatch.
@@ -178,6 +184,7 @@ _notification_options = _options(
         "--allowed-networks",
         "TOCSIN_ALLOWED_NETWORKS",
         default="",
+        show_default="none",
         help="CIDRs targets may resolve to.",
     ),
 )
@@ -311,6 +318,16 @@ def _settings(options: dict[str, Any]) -> Settings:
     return settings
 
 
+def _first_administrator(token: str, *, given: bool) -> str:
+    """The line a first start prints: the token, unless the operator chose it."""
+    if given:
+        return (
+            "Created the first administrator (admin@localhost) with the token "
+            "given in TOCSIN_ADMIN_TOKEN / --admin-token."
+        )
+    return f"Created the first administrator. API token (shown once): {token}"
+
+
 async def _serve(settings: Settings) -> None:
     import uvicorn  # noqa: PLC0415 - only the serve command needs it
 
@@ -318,6 +335,9 @@ async def _serve(settings: Settings) -> None:
     from tocsin.api import create_app  # noqa: PLC0415
     from tocsin.service import Tocsin  # noqa: PLC0415
 
+    # Bound before anything is created: on a busy port nothing happens, and a first start's
+    # administrator token is printed by the start that goes on serving.
+    listening = httpserver.listen(settings.host, settings.port)
     vault = open_vault(settings.secret_key, settings.database_url)
     store = open_store(
         settings.database_url,
@@ -328,12 +348,12 @@ async def _serve(settings: Settings) -> None:
     runtime = Tocsin(settings, store, vault=vault)
     token = await runtime.start(deliver=settings.deliver)
     if token is not None:
-        click.echo(f"Created the first administrator. API token (shown once): {token}", err=True)
+        click.echo(_first_administrator(token, given=bool(settings.admin_token)), err=True)
     server = uvicorn.Server(httpserver.config(create_app(runtime), settings))
     _freeze_startup_objects()
     click.echo(f"tocsin {__version__} serving on http://{settings.host}:{settings.port}", err=True)
     try:
-        await server.serve()
+        await server.serve(sockets=[listening])
     finally:
         await runtime.stop()
 

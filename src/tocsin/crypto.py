@@ -12,7 +12,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +23,8 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from tocsin.config import sqlite_path
 from tocsin.errors import ConfigError, TocsinError
 from tocsin.memo import Memo
+
+log = logging.getLogger("tocsin")
 
 PREFIX = "enc:v1:"
 _MAX_DECRYPTED = 50_000  # ciphertexts remembered (two or three per integration)
@@ -124,8 +128,39 @@ def load_keys(secret_key: str | None, key_file: Path | None) -> list[bytes]:
             "(make one with `tocsin generate-key`)"
         )
     if not key_file.exists():
-        key_file.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        create_key_file(key_file)
+    check_key_file(key_file)
+    return [line.strip() for line in key_file.read_bytes().splitlines() if line.strip()]
+
+
+def create_key_file(key_file: Path) -> None:
+    """A new key in a file only its owner can read, whole or not at all."""
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    draft = key_file.with_name(f".{key_file.name}.{os.getpid()}")
+    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(Vault.generate_key() + b"\n")
-    return [line.strip() for line in key_file.read_bytes().splitlines() if line.strip()]
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(draft, key_file)  # fails if another process made one first: theirs is kept
+    except FileExistsError:
+        pass
+    else:
+        log.warning(
+            "created the secret key file %s (mode 0600): it decrypts every integration's "
+            "secrets; back it up with the database, kept apart from the database's copies",
+            key_file.resolve(),
+        )
+    finally:
+        draft.unlink(missing_ok=True)
+
+
+def check_key_file(key_file: Path) -> None:
+    """Refuse a key file that others than its owner may read, as ssh refuses a key."""
+    mode = stat.S_IMODE(key_file.stat().st_mode)
+    if mode & 0o077:
+        raise ConfigError(
+            f"the secret key file {key_file} may be read by others (mode {mode:04o}): "
+            f"run chmod 600 {key_file}"
+        )

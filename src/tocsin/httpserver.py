@@ -20,6 +20,9 @@ request line and the headers):
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
+import socket
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -29,6 +32,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from tocsin.config import Settings
+from tocsin.errors import ConfigError
 
 SWEEP_EVERY = 1.0  # seconds between looks at the connections' heads, at most
 
@@ -186,3 +190,15 @@ def config(app: Any, settings: Settings) -> uvicorn.Config:
         log_level="warning",
         access_log=False,
     )
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The API's listening socket, or one line saying why there is none."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        hint = " (another process has it: choose a port with --port or TOCSIN_PORT)"
+        busy = exc.errno == errno.EADDRINUSE
+        reason = (os.strerror(exc.errno) if exc.errno else str(exc)) + (hint if busy else "")
+        raise ConfigError(f"cannot listen on {host}:{port}: {reason}") from exc

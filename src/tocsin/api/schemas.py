@@ -133,7 +133,10 @@ class IntegrationIn(BaseModel):
             raise ValueError("url must not contain spaces or control characters")
         parts = urlsplit(value)
         if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise ValueError("url must be an absolute https:// URL")
+            raise ValueError(
+                "url must be an absolute URL such as https://siem.example.com/hook "
+                "(http:// where the deployment allows it)"
+            )
         if parts.username or parts.password:
             raise ValueError("url must not carry credentials; use an Authorization header")
         try:

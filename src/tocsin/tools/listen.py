@@ -7,6 +7,7 @@ integration retry, time out or be disabled without writing a receiver.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -20,6 +21,7 @@ import click
 import orjson
 from standardwebhooks import Webhook
 
+from tocsin.errors import ConfigError
 from tocsin.receiver import Received, Receiver, Reply
 from tocsin.tools.examine import (
     Signature,
@@ -275,7 +277,8 @@ def listen(**options: Any) -> None:
         host=options["host"],
         port=options["port"],
         keep=False,
-    ).start()
+    )
+    guard(lambda: started(receiver, options["host"], options["port"]))
     if authority is not None:
         click.echo("CA certificate (the integration's ca_certificate):", err=True)
         click.echo(authority.ca_pem, err=True, nl=False)
@@ -284,3 +287,12 @@ def listen(**options: Any) -> None:
         wait_for_signal()
     finally:
         receiver.stop()
+
+
+def started(receiver: Receiver, host: str, port: int) -> Receiver:
+    """The receiver listening, or one line saying why it cannot (a busy port)."""
+    try:
+        return receiver.start()
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ConfigError(f"cannot listen on {host}:{port}: {reason}") from exc
