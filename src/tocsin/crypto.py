@@ -160,7 +160,8 @@ def check_key_file(key_file: Path) -> None:
     """Refuse a key file that others than its owner may read, as ssh refuses a key."""
     mode = stat.S_IMODE(key_file.stat().st_mode)
     if mode & 0o077:
+        where = key_file.resolve()
         raise ConfigError(
-            f"the secret key file {key_file} may be read by others (mode {mode:04o}): "
-            f"run chmod 600 {key_file}"
+            f"the secret key file {where} may be read by others (mode {mode:04o}): "
+            f"run chmod 600 {where}"
         )
