@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import ADMIN_TOKEN, Running
-from tests.processes import TOCSIN, serve
+from tests.served import TOCSIN, serve
 
 pytestmark = pytest.mark.slow
 
@@ -128,7 +128,7 @@ def test_listen_on_a_busy_port_says_so_in_one_line(tmp_path: Path) -> None:
 def test_serve_help_says_what_serve_runs_and_the_console_url_default(tmp_path: Path) -> None:
     text = run(["serve", "--help"], tmp_path).stdout
     assert "(later)" not in text
-    assert "Run the API and the delivery workers" in text
+    assert "Run the API" in text
     console = " ".join(text[text.index("--console-url") :].split()[:12])
     assert "http://<host>:<port>" in console
     assert 'default: ""' not in " ".join(text.split())
