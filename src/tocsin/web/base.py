@@ -7,6 +7,7 @@ the API's JSON, and every answer carries the security headers of `security.prote
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -45,6 +46,19 @@ templates = Environment(
 templates.globals["version"] = __version__
 
 
+def _isotime(seconds: float) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat(timespec="seconds")
+
+
+def _shorttime(seconds: float) -> str:
+    """Times read in UTC, as the API and the notifications give them."""
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+templates.filters["isotime"] = _isotime
+templates.filters["shorttime"] = _shorttime
+
+
 class NotSignedInError(TocsinError):
     """No session, an expired one, or its token no longer signs anybody in."""
 
@@ -70,6 +84,11 @@ class Visitor:
     @property
     def masked(self) -> bool:
         return self.principal.role in roles.MASKED_ROLES
+
+    def require(self, permission: Permission) -> None:
+        """Refuse, with a page saying why, what the visitor's role may not do."""
+        if why := roles.refusal(self.principal.role, permission):
+            raise RefusedError(403, f"Not allowed: {why}.")
 
 
 def runtime_of(request: Request) -> Context:
