@@ -1,7 +1,10 @@
 """Browser tests: Playwright driving Debian's Chromium against a real `tocsin serve`.
 
-Each test module gets its own `tocsin serve` subprocess (a SQLite file in a temporary
-folder, loopback targets allowed) and each test a fresh browser context. Debian's
+Each test module gets its own tocsin on a SQLite file in a temporary folder, loopback
+targets allowed: `served` is a `tocsin serve` subprocess; a module that needs to move
+time forward (retries that last hours) overrides it with `live`, the same app under
+uvicorn on a thread of this process with a ShiftedClock. Each test gets a fresh
+browser context. Debian's
 /usr/bin/chromium is required: `make test` installs it; without it these tests fail,
 they do not skip. axe-core comes from web/node_modules (npm ci, pinned by
 web/package-lock.json); `axe_check` runs it on the page shown and fails on any
@@ -16,6 +19,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,9 +28,14 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, sync_playwright
 
-from tests.conftest import ADMIN_TOKEN
+from tests.conftest import ADMIN_TOKEN, ShiftedClock, make_settings
+from tocsin.api import create_app
+from tocsin.crypto import Vault
+from tocsin.service import Tocsin
+from tocsin.store.sqlite import SqliteStore
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -39,11 +48,12 @@ BLOCKING_IMPACTS = ("serious", "critical")
 
 @dataclass(frozen=True)
 class Served:
-    """A running `tocsin serve`: its console's address and an API client as the admin."""
+    """A running tocsin: its console's address and an API client as the admin."""
 
     url: str
     api: httpx.Client
-    log: Path
+    log: Path | None = None
+    clock: ShiftedClock | None = None
 
 
 def _free_port() -> int:
@@ -85,6 +95,44 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             process.kill()
             process.wait(timeout=10)
     assert "Traceback" not in log.read_text(), log.read_text()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """tocsin under uvicorn on a thread of this process, its clock moved by the test."""
+    folder = tmp_path_factory.mktemp("live")
+    port = _free_port()
+    clock = ShiftedClock()
+    settings = make_settings(folder, port=port, console_url=f"http://127.0.0.1:{port}")
+    vault = Vault([Vault.generate_key()])
+    store = SqliteStore(
+        folder / "tocsin.db", vault=vault, synchronous="NORMAL", max_batch=settings.max_batch
+    )
+    runtime = Tocsin(settings, store, vault=vault, clock=clock)
+    config = uvicorn.Config(
+        create_app(runtime, manage_lifecycle=True),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="tocsin", daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30
+        ) as api:
+            deadline = time.monotonic() + 30
+            while not server.started:
+                assert thread.is_alive(), "tocsin did not start"
+                assert time.monotonic() < deadline, "tocsin did not start within 30 s"
+                time.sleep(0.05)
+            yield Served(url=url, api=api, clock=clock)
+    finally:
+        server.should_exit = True
+        thread.join(30)
 
 
 def _wait_ready(process: subprocess.Popen[bytes], api: httpx.Client, log: Path) -> None:

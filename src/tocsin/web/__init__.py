@@ -12,7 +12,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from tocsin.service import Tocsin
-from tocsin.web import auth, integrations
+from tocsin.web import auth, integrations, users
 from tocsin.web.base import STATIC
 from tocsin.web.security import Sessions, protect
 
@@ -34,4 +34,5 @@ def install(app: FastAPI, runtime: Tocsin) -> None:
     )
     app.include_router(auth.router)
     app.include_router(integrations.router)
+    app.include_router(users.router)
     app.mount("/static", _Static(directory=STATIC), name="static")

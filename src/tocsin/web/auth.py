@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from tocsin import roles
-from tocsin.app.accounts import authenticate
+from tocsin.app import accounts
 from tocsin.errors import Unauthorized
 from tocsin.roles import Permission
 from tocsin.web import security
@@ -13,11 +13,11 @@ from tocsin.web.base import (
     ConsoleRoute,
     NotSignedInError,
     Signed,
+    context_of,
     page,
     posted,
     read_form,
     redirect,
-    runtime_of,
     sessions_of,
     signed_in,
 )
@@ -44,7 +44,7 @@ def _sign_in_form(
     request: Request, *, error: str | None = None, notice: str | None = None, status: int = 200
 ) -> Response:
     sessions = sessions_of(request)
-    cookie, csrf = sessions.seal_sign_in(runtime_of(request).clock.now())
+    cookie, csrf = sessions.seal_sign_in(context_of(request).clock.now())
     response = page(request, "sign_in.html", status=status, csrf=csrf, error=error, notice=notice)
     name = sessions.sign_in_cookie(request)
     sessions.set_cookie(response, request, name, cookie, security.SIGN_IN_SECONDS)
@@ -53,9 +53,9 @@ def _sign_in_form(
 
 @router.post("/sign-in")
 async def sign_in(request: Request) -> Response:
-    runtime = runtime_of(request)
+    ctx = context_of(request)
     sessions = sessions_of(request)
-    now = runtime.clock.now()
+    now = ctx.clock.now()
     form = await read_form(request)
     expected = sessions.open_sign_in(request.cookies.get(sessions.sign_in_cookie(request)), now)
     if expected is None or not security.same_origin(request):
@@ -68,7 +68,7 @@ async def sign_in(request: Request) -> Response:
     if not token:
         return _sign_in_form(request, error="Paste an API token.", status=422)
     try:
-        principal = await authenticate(runtime, token)
+        principal = await accounts.authenticate(ctx, token)
     except Unauthorized:
         return _sign_in_form(
             request, error="This token is unknown, expired or revoked.", status=422

@@ -13,7 +13,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 from fastapi import Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -23,10 +23,17 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 
 from tocsin import __version__, roles
 from tocsin.api.deps import check_ids, read_body
-from tocsin.api.errors import ApiError
-from tocsin.app import Context
-from tocsin.app.accounts import authenticate
-from tocsin.errors import Conflict, NotFound, StoreError, TocsinError, Unauthorized
+from tocsin.app import Context, accounts
+from tocsin.errors import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    StoreError,
+    TargetRefused,
+    TocsinError,
+    Unauthorized,
+)
 from tocsin.models import Principal
 from tocsin.roles import Permission
 from tocsin.web import security
@@ -91,8 +98,16 @@ class Visitor:
             raise RefusedError(403, f"Not allowed: {why}.")
 
 
-def runtime_of(request: Request) -> Context:
-    """The operations context (tocsin.app), which console pages call as the API does."""
+def masked_url(url: str) -> str:
+    """The URL as read_only sees it: scheme and host; the path and query may be the
+    credential (Slack- and Teams-style hooks), so they are masked."""
+    parts = urlsplit(url)
+    hidden = parts.path not in ("", "/") or parts.query
+    return f"{parts.scheme}://{parts.netloc}{'/' + roles.MASK if hidden else parts.path}"
+
+
+def context_of(request: Request) -> Context:
+    """The operations context: what every page calls (tocsin.app), never the store."""
     ctx: Context = request.app.state.context
     return ctx
 
@@ -104,14 +119,14 @@ def sessions_of(request: Request) -> Sessions:
 
 async def signed_in(request: Request) -> Visitor:
     """The visitor of a page that needs a session with a role that may read."""
-    runtime = runtime_of(request)
+    ctx = context_of(request)
     sessions = sessions_of(request)
     cookie = request.cookies.get(sessions.session_cookie(request))
-    session = sessions.open_session(cookie, runtime.clock.now())
+    session = sessions.open_session(cookie, ctx.clock.now())
     if session is None:
         raise NotSignedInError("sign in to continue")
     try:
-        principal = await authenticate(runtime, session.token)
+        principal = await accounts.authenticate(ctx, session.token)
     except Unauthorized as exc:
         raise NotSignedInError("your token is no longer valid; sign in again") from exc
     if not roles.allows(principal.role, Permission.READ):
@@ -201,6 +216,7 @@ _TITLES = {
     403: "Not allowed",
     404: "Not found",
     409: "Conflict",
+    422: "Not accepted",
     500: "Error",
     503: "Unavailable",
 }
@@ -209,14 +225,15 @@ _TITLES = {
 def _status_and_message(exc: Exception) -> tuple[int, str]:
     """What to tell a person about a failure, with its HTTP status."""
     known: list[tuple[type[Exception], int]] = [
+        (Forbidden, 403),  # a role forcing what the page did not offer
         (NotFound, 404),
         (Conflict, 409),
+        (Invalid, 422),
+        (TargetRefused, 422),
         (RequestValidationError, 404),  # a path or query value that names nothing
     ]
     if isinstance(exc, RefusedError):
         return exc.status, str(exc)
-    if isinstance(exc, ApiError):
-        return exc.status, exc.message
     for kind, status in known:
         if isinstance(exc, kind):
             plain = isinstance(exc, RequestValidationError)  # its text is pydantic's

@@ -43,8 +43,8 @@ EVENTS = (
 )
 RISK_LEVELS = tuple(level.value for level in ALL_RISK_LEVELS)
 FORMATS = (
-    (BodyFormat.JSON_ARRAY.value, "JSON array (one request, many notifications)"),
-    (BodyFormat.NDJSON.value, "NDJSON (one notification per line)"),
+    (BodyFormat.JSON_ARRAY.value, "JSON array"),
+    (BodyFormat.NDJSON.value, "NDJSON, one per line"),
 )
 DEFAULTS: dict[str, Any] = {
     "name": "",
@@ -117,7 +117,8 @@ def read_integration(form: Form) -> IntegrationForm:
             "url": form.get("url").strip(),
             "method": form.get("method", "POST"),
             "headers": rows,
-            "ca_certificate": form.get("ca_certificate"),
+            # Browsers send a text area's line ends as CRLF; PEM is stored as typed in a file.
+            "ca_certificate": form.get("ca_certificate").replace("\r\n", "\n"),
             "verify_tls": form.get("verify_tls") == "on",
             "request_timeout": form.get("request_timeout").strip(),
             "connection_timeout": form.get("connection_timeout").strip(),

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request, Response
 from tocsin.api.schemas import TokenIn, UserChange, UserIn
 from tocsin.app import accounts
 from tocsin.errors import Conflict, Invalid
-from tocsin.models import Role, Token, User
+from tocsin.models import Role, Token
 from tocsin.roles import Permission
 from tocsin.web import forms
 from tocsin.web.base import ConsoleRoute, Form, Signed, Visitor, context_of, page, posted, redirect
@@ -65,7 +65,9 @@ async def _page(
         emails = {user.id: user.email for user in users}
         now = ctx.clock.now()
         tokens = [
-            TokenShown(token, emails.get(token.user_id, f"user {token.user_id}"), _state(token, now))
+            TokenShown(
+                token, emails.get(token.user_id, f"user {token.user_id}"), _state(token, now)
+            )
             for token in await accounts.list_tokens(ctx, visitor.principal)
         ]
     return page(
