@@ -1,8 +1,9 @@
-"""The layers: API routes reach the store only through the operations (tocsin.app).
+"""The layers: API routes and console pages reach the store only through the operations
+(tocsin.app).
 
-Walks every module under src/tocsin/api/: none imports tocsin.store, none but app.py
-(which starts and stops the service) imports tocsin.service, and none reads an attribute
-named `store` (a route calling `something.store.method(...)`).
+Walks every module under src/tocsin/api/ and src/tocsin/web/: none imports tocsin.store,
+none but api/app.py (which starts and stops the service) imports tocsin.service, and none
+reads an attribute named `store` (a route calling `something.store.method(...)`).
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from pathlib import Path
 import pytest
 
 import tocsin.api
+import tocsin.web
 
 API = Path(tocsin.api.__file__).parent
-MODULES = sorted(API.glob("*.py"))
+WEB = Path(tocsin.web.__file__).parent
+MODULES = sorted(API.glob("*.py")) + sorted(WEB.glob("*.py"))
 
 
 def imported(tree: ast.AST) -> list[str]:
@@ -48,11 +51,14 @@ def breaches(path: Path) -> list[str]:
     return found
 
 
-def test_the_walk_sees_every_api_module() -> None:
+def test_the_walk_sees_every_api_and_console_module() -> None:
     assert {path.name for path in MODULES} >= {"app.py", "deps.py", "ingest.py", "users.py"}
+    assert {path.name for path in MODULES} >= {"integrations.py", "base.py", "auth.py"}
 
 
-@pytest.mark.parametrize("path", MODULES, ids=[path.name for path in MODULES])
+@pytest.mark.parametrize(
+    "path", MODULES, ids=[f"{path.parent.name}/{path.name}" for path in MODULES]
+)
 def test_api_module_calls_operations_not_the_store(path: Path) -> None:
     assert breaches(path) == []
 

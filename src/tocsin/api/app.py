@@ -69,7 +69,7 @@ def create_app(runtime: Tocsin, *, manage_lifecycle: bool = False) -> FastAPI:
     app.include_router(api)
     app.include_router(operators)
     app.include_router(health)
-    web.install(app, runtime)
+    web.install(app, runtime.context)
     app.router.routes[:0] = ingest.DIRECT_ROUTES  # sensors' hot path, ahead of FastAPI's
     return app
 

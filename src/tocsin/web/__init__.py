@@ -11,7 +11,7 @@ from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from tocsin.service import Tocsin
+from tocsin.app import Context
 from tocsin.web import auth, integrations, users
 from tocsin.web.base import STATIC
 from tocsin.web.security import Sessions, protect
@@ -27,11 +27,9 @@ class _Static(StaticFiles):
         return response
 
 
-def install(app: FastAPI, runtime: Tocsin) -> None:
-    """Serve the console at `/` of the app."""
-    app.state.console_sessions = Sessions(
-        runtime.vault, secure=runtime.settings.console_secure_cookies
-    )
+def install(app: FastAPI, ctx: Context) -> None:
+    """Serve the console at `/` of the app; its pages call the operations of `ctx`."""
+    app.state.console_sessions = Sessions(ctx.vault, secure=ctx.settings.console_secure_cookies)
     app.include_router(auth.router)
     app.include_router(integrations.router)
     app.include_router(users.router)
