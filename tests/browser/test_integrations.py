@@ -98,7 +98,7 @@ def test_form_errors_show_next_to_their_fields_keeping_the_input(admin: Page) ->
     page.get_by_label("Request timeout (seconds)").fill("soon")
     page.get_by_label("CA certificate (PEM)").fill("not a certificate")
     page.get_by_role("button", name="Add integration").click()
-    expect(page.locator("#url-error")).to_have_text("must be an absolute https:// URL")
+    expect(page.locator("#url-error")).to_contain_text("must be an absolute URL")
     expect(page.locator("#request_timeout-error")).to_have_text("must be a number of seconds")
     expect(page.locator("#ca_certificate-error")).to_contain_text("not a PEM certificate")
     expect(page.get_by_label("Webhook URL")).to_have_value("ftp://files.example.com/drop")

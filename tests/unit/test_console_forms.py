@@ -47,7 +47,7 @@ def test_each_error_is_keyed_by_its_field_and_the_input_is_kept() -> None:
         submitted(url="ftp://x", request_timeout="soon", connection_timeout="0", ca_certificate=CA)
     )
     assert check(typed) is None
-    assert typed.errors["url"] == "must be an absolute https:// URL"
+    assert typed.errors["url"].startswith("must be an absolute URL")
     assert typed.errors["request_timeout"] == "must be a number of seconds"
     assert "greater than or equal to 1" in typed.errors["connection_timeout"]
     assert "not a PEM certificate" in typed.errors["ca_certificate"]
