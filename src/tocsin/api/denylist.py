@@ -14,6 +14,8 @@ router = APIRouter(prefix="/denylist", tags=["denylist"], route_class=JsonRoute)
 @router.post("", status_code=201, response_model=DenylistOut)
 async def add(body: DenylistIn, ctx: Ctx, caller: Denylister) -> DenylistOut:
     """Deny an address; also stored as an `ip_denylisted` event for triggers."""
+    given = body.expire_at
+    offset = given.utcoffset() if given is not None else None
     entry = await denylist.add_denylist(
         ctx,
         caller,
@@ -22,6 +24,7 @@ async def add(body: DenylistIn, ctx: Ctx, caller: Denylister) -> DenylistOut:
         application=body.application,
         expire_at=None if body.expire_at is None else body.expire_at.timestamp(),
         lock_time=body.lock_time,
+        utc_offset=int(offset.total_seconds()) if offset is not None else 0,
     )
     return DenylistOut.of(entry)
 

@@ -346,7 +346,18 @@ def _aware(value: dt.datetime) -> dt.datetime:
 
 Email = Annotated[Text, Field(min_length=3, max_length=254), AfterValidator(_email)]
 # Unix seconds or ISO 8601 (`2026-12-01T00:00:00Z`); shown back as Unix seconds.
-Time = Annotated[dt.datetime, AfterValidator(_aware)]
+_SPACED_OFFSET = re.compile(r"(\d{4}-\d\d-\d\d[ T]\d\d:\d\d(?::\d\d(?:\.\d+)?)?) ?([+-]\d\d)(\d\d)")
+
+
+def _offset_with_colon(value: Any) -> Any:
+    """`2021-06-10 02:27:15 +0300` (as Wallarm writes times) -> `2021-06-10 02:27:15+03:00`."""
+    if isinstance(value, str) and (found := _SPACED_OFFSET.fullmatch(value.strip())):
+        return f"{found[1]}{found[2]}:{found[3]}"
+    return value
+
+
+# Unix seconds or ISO 8601 (`2026-12-01T00:00:00Z`, `2026-12-01 02:00:00 +0200`).
+Time = Annotated[dt.datetime, BeforeValidator(_offset_with_colon), AfterValidator(_aware)]
 Label = Annotated[Text, Field(min_length=1, max_length=32), AfterValidator(_visible)]
 ConsoleUrl = Annotated[Text, Field(max_length=2048), Field(pattern=r"^(https?://\S+)?$")]
 

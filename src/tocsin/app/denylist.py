@@ -8,6 +8,7 @@ from tocsin.app.ingestion import admit
 from tocsin.errors import Invalid, NotFound
 from tocsin.models import DenylistEntry, EventType, NewEvent, Principal
 from tocsin.roles import Permission, require
+from tocsin.triggers import notify
 
 
 async def list_denylist(ctx: Context, caller: Principal) -> list[DenylistEntry]:
@@ -25,11 +26,13 @@ async def add_denylist(
     application: int | None = None,
     expire_at: float | None = None,
     lock_time: float | None = None,
+    utc_offset: int = 0,
 ) -> DenylistEntry:
     """Deny `ip` until `expire_at` (a time) or for `lock_time` seconds from now.
 
     A sensor (ingest) or an administrator (manage) may; counted against the token's
-    ingestion rate, and stored with an `ip_denylisted` event for triggers.
+    ingestion rate, and stored with an `ip_denylisted` event for triggers; that event
+    states the expiry at `utc_offset` (seconds east of UTC), as the caller wrote it.
     """
     require(caller, Permission.INGEST, Permission.MANAGE)
     now = ctx.clock.now()
@@ -39,7 +42,7 @@ async def add_denylist(
     ):
         raise Invalid(f"no application {application} in this client", "application")
     admit(ctx, caller, 1)
-    notices = Notices(_denylisted)
+    notices: Notices[DenylistEntry] = Notices(lambda entry: _denylisted(entry, utc_offset))
     entry = await ctx.store.add_denylist(
         caller.client.id,
         ip=ip,
@@ -75,7 +78,8 @@ def _until(now: float, expire_at: float | None, lock_time: float | None) -> floa
     return expire_at
 
 
-def _denylisted(entry: DenylistEntry) -> list[NewEvent]:
+def _denylisted(entry: DenylistEntry, utc_offset: int) -> list[NewEvent]:
     record = {"ip": entry.ip, "reason": entry.reason, "application": entry.application}
-    record |= {"expire_at": events.iso_time(entry.expire_at), "by": entry.created_by}
+    expire_at = notify.expire_text(entry.expire_at, utc_offset)
+    record |= {"expire_at": expire_at, "by": entry.created_by}
     return [events.record_event(EventType.IP_DENYLISTED, record)]
