@@ -7,7 +7,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-SECTIONS = ("single", "batched", "sampler", "latency", "isolation", "memory", "postgres")
+SECTIONS = (
+    "single",
+    "batched",
+    "triggers",
+    "sampler",
+    "latency",
+    "isolation",
+    "memory",
+    "postgres",
+)
 ALIASES = {"sqlite": "batched"}  # the name `--only` knew the batched section by
 
 

@@ -37,6 +37,7 @@ import memory
 import postgres
 import sampler
 import single
+import triggers
 from harness import FAILURES, SectionResult
 from options import Options, parse_options
 
@@ -44,6 +45,7 @@ Section = Callable[[Options], Awaitable[SectionResult]]
 SECTIONS: dict[str, tuple[str, Section]] = {
     "single": ("one notification per webhook: tocsin, the wire, Alertmanager", single.section),
     "batched": ("hits batched, end to end, next to the wire", batched.section),
+    "triggers": ("hits batched with 100 threshold triggers and without", triggers.section),
     "sampler": ("hit sampling in a flood of distinct hits", sampler.section),
     "latency": ("ingest -> receiver latency at a fixed rate", latency.section),
     "isolation": ("healthy integrations beside silent ones", isolation.section),

@@ -398,6 +398,7 @@ async def _dispatch(settings: Settings, metrics_at: tuple[str, int | None]) -> N
     try:
         await store.migrate()
         await runtime.dispatcher.start()
+        await runtime.scheduler.start()  # trigger evaluation, retention: as in serve
         _freeze_startup_objects()
         where = describe(settings.database_url)
         click.echo(f"tocsin {__version__} dispatching from {where} (Ctrl-C to stop)", err=True)

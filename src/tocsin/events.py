@@ -172,8 +172,15 @@ def _vuln_event(
         type=EventType.VULN,
         notification=formats.encode(formats.vuln_notification(vuln, settings)),
         risk=risk,
-        facts=_facts({"kind": "vuln", "risk": risk, **vuln}),
+        facts=_facts({"kind": "vuln", "risk": risk, "status": _status(raw), **vuln}),
     )
+
+
+def _status(raw: Mapping[str, Any]) -> str:
+    """A vulnerability's status as reported (`open` unless said otherwise): a closed one
+    makes no incidents (triggers/attacks.py)."""
+    status = raw.get("status")
+    return status.strip().lower() if isinstance(status, str) and status.strip() else "open"
 
 
 def system_event(

@@ -21,6 +21,8 @@ class EventType(StrEnum):
     # Stored for triggers (SPEC 5); no integration subscribes to these by `events`.
     IP_DENYLISTED = "ip_denylisted"
     API_CHANGE = "api_change"
+    # A trigger's notification: it goes to the integrations the trigger names (targets).
+    TRIGGER = "trigger"
 
 
 class RiskLevel(StrEnum):
@@ -145,6 +147,21 @@ class DenylistEntry:
     expire_at: float
     created_by: str
     trigger_id: int | None = None  # the trigger whose denylist_ip action made it
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Denylisting:
+    """A denylist entry a trigger's denylist_ip action makes, with its `ip_denylisted`
+    event; the store adds both unless the address is already denylisted (for every
+    application)."""
+
+    client_id: int
+    ip: str
+    reason: str
+    expire_at: float
+    created_by: str
+    trigger_id: int
+    event: NewEvent
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

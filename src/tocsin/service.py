@@ -12,6 +12,7 @@ from tocsin.clock import Clock, SystemClock
 from tocsin.config import Settings
 from tocsin.crypto import Vault
 from tocsin.delivery import Dispatcher, Sender
+from tocsin.evaluation import TriggerConsumer
 from tocsin.metrics import Metrics
 from tocsin.models import NewEvent
 from tocsin.ratelimit import RateLimiter
@@ -70,6 +71,8 @@ class Tocsin:
             principals=self.principals,
             ingest_limiter=self.ingest_limiter,
         )
+        consumer = TriggerConsumer(store, self.clock, self.context.notify_settings)
+        self.scheduler.add(consumer.job())
 
     async def start(self, *, deliver: bool = True) -> str | None:
         """Migrate, bootstrap an empty database, start delivering.

@@ -339,14 +339,51 @@ def test_a_new_threshold_starts_counting_afresh() -> None:
     assert run.fired == []
 
 
+def deleted(at: float, trigger_id: int) -> Event:
+    facts = {"kind": "trigger_deleted", "trigger": {"id": trigger_id, "updated_at": at}}
+    return Event(EventType.SYSTEM, at, facts)
+
+
 def test_a_deleted_trigger_is_forgotten() -> None:
     run = Run(trigger(count=10, period=3600))
     run.feed(*[hit(n) for n in range(10)])
     run.triggers = []
-    run.feed(hit(11))
+    run.feed(deleted(10.5, 1))
     run.triggers = [trigger(count=10, period=3600)]
     run.feed(hit(12))
     assert run.fired == []
+
+
+def test_definitions_that_do_not_show_a_trigger_yet_keep_its_count() -> None:
+    """Another process may hand the state on with older definitions: they must not drop
+    the counting of a trigger they do not know (only its deletion does)."""
+    run = Run(trigger(count=10, period=3600))
+    run.feed(*[hit(n) for n in range(10)])
+    run.triggers = []
+    run.feed()
+    run.triggers = [trigger(count=10, period=3600)]
+    assert len(run.feed(hit(12))) == 1
+
+
+def test_the_state_tells_when_definitions_are_older_than_it() -> None:
+    newer = trigger(count=10, period=3600)
+    evaluator = Evaluator()
+    evaluator.run([newer], [hit(1)], 1)
+    assert not evaluator.behind([newer])
+    assert evaluator.behind([])
+    older = Trigger(
+        id=newer.id,
+        client_id=CLIENT,
+        spec=newer.spec,
+        created_at=0,
+        updated_at=-1,
+        counting_since=0,
+    )
+    assert evaluator.behind([older])
+    again = Evaluator(evaluator.dump())
+    assert again.behind([])
+    again.run([], [deleted(2, newer.id)], 2)
+    assert not again.behind([])
 
 
 def test_idle_windows_are_swept_from_the_state() -> None:

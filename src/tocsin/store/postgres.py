@@ -54,6 +54,7 @@ from tocsin.models import (
     Delivery,
     DeliveryStatus,
     DenylistEntry,
+    Denylisting,
     Integration,
     IntegrationStatus,
     NewEvent,
@@ -828,12 +829,30 @@ class PostgresStore:
             reaction = handle(read, bytes(taken["state"]))
             for client_id, new in stream.by_client(reaction.events):
                 await self._ingest(conn, client_id, new, now)
+            for entry in reaction.denylist:
+                await self._denylist(conn, entry, now)
             if rows:
                 xid, position = rows[-1]["xid"], rows[-1]["id"]
             await conn.execute(Q["move_consumer"], consumer, xid, position, reaction.state, now)
             return len(read)
 
         return await self._tx(tx)
+
+    async def _denylist(self, conn: Conn, entry: Denylisting, now: float) -> None:
+        """A trigger's denylisting and its event, unless the address is denylisted already."""
+        await _lock_client(conn, entry.client_id)  # as add_denylist: one of two sees the other
+        added = await conn.fetchval(
+            Q["insert_trigger_denylist"],
+            entry.client_id,
+            entry.ip,
+            entry.reason,
+            now,
+            entry.expire_at,
+            entry.created_by,
+            entry.trigger_id,
+        )
+        if added is not None:
+            await self._ingest(conn, entry.client_id, [entry.event], now)
 
     async def _audit(
         self, conn: Conn, client_id: int, audit: Audit[T] | None, subject: T, now: float

@@ -28,6 +28,7 @@ from tocsin.models import (
     Delivery,
     DeliveryStatus,
     DenylistEntry,
+    Denylisting,
     Integration,
     IntegrationStatus,
     NewEvent,
@@ -795,6 +796,16 @@ class SqliteStore:
     async def ingest(self, client_id: int, events: Sequence[NewEvent], now: float) -> int:
         return await self._run(lambda conn: self._ingest(conn, client_id, events, now))
 
+    def _denylist(self, conn: sqlite3.Connection, entry: Denylisting, now: float) -> None:
+        """A trigger's denylisting and its event, unless the address is denylisted already."""
+        key = {"client_id": entry.client_id, "ip": entry.ip, "application": None, "now": now}
+        if conn.execute(Q["denylisted_already"], key).fetchone() is not None:
+            return
+        fields = {"reason": entry.reason, "expire_at": entry.expire_at}
+        fields |= {"created_by": entry.created_by, "trigger_id": entry.trigger_id}
+        conn.execute(Q["insert_trigger_denylist"], key | fields)
+        self._ingest(conn, entry.client_id, [entry.event], now)
+
     def _ingest(
         self, conn: sqlite3.Connection, client_id: int, events: Sequence[NewEvent], now: float
     ) -> int:
@@ -845,6 +856,8 @@ class SqliteStore:
             reaction = handle(read, bytes(state))
             for client_id, new in stream.by_client(reaction.events):
                 self._ingest(conn, client_id, new, now)
+            for entry in reaction.denylist:
+                self._denylist(conn, entry, now)
             moved = {"position": rows[-1]["id"] if rows else position, "now": now}
             conn.execute(Q["move_consumer"], moved | {"name": consumer, "state": reaction.state})
             return len(read)

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from tocsin.models import EventType, NewEvent, StreamEvent
+from tocsin.models import Denylisting, EventType, NewEvent, StreamEvent
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -25,11 +25,13 @@ class Reaction:
     """What a consumer does with what it read, stored in the same transaction.
 
     `state` is the consumer's own (opaque to the store), given back on its next call;
-    `events` are (client id, event) to ingest as any reported event is.
+    `events` are (client id, event) to ingest as any reported event is; `denylist` the
+    entries to add (each with its event), skipping addresses already denylisted.
     """
 
     state: bytes
     events: Sequence[tuple[int, NewEvent]] = ()
+    denylist: Sequence[Denylisting] = ()
 
 
 # handle(events read, state) -> reaction; pure and quick: it runs inside the transaction.

@@ -137,6 +137,9 @@ class Evaluator:
 
     def __init__(self, state: bytes = b"") -> None:
         self._counters: dict[int, _Counter] = {}
+        # The version (updated_at) of every trigger the state has seen defined: a process
+        # handed older definitions than those is behind (see `behind`).
+        self._versions: dict[int, float] = {}
         self._vulns: dict[int, OpenVulnerabilities] = {}
         self.clock = 0.0  # the latest stored time seen
         self._pruned_at = 0.0
@@ -159,6 +162,7 @@ class Evaluator:
             "pruned_at": self._pruned_at,
         }
         document |= {"counters": counters, "vulns": vulns}
+        document["versions"] = {str(tid): at for tid, at in self._versions.items()}
         return orjson.dumps(document)
 
     def _load(self, document: Mapping[str, Any]) -> None:
@@ -166,6 +170,7 @@ class Evaluator:
             return  # a state this version cannot read: counting starts afresh
         self.clock = float(document["clock"])
         self._pruned_at = float(document["pruned_at"])
+        self._versions = {int(tid): float(at) for tid, at in document["versions"].items()}
         for cid, rows in document["vulns"].items():
             self._vulns[int(cid)] = OpenVulnerabilities.load(rows)
         for tid, (fp, windows) in document["counters"].items():
@@ -190,14 +195,34 @@ class Evaluator:
         self._prune(max(now, self.clock))
         return run.firings
 
+    def behind(self, triggers: Sequence[Trigger]) -> bool:
+        """Whether these definitions are older than ones the state was evaluated with:
+        another process, reading the definitions later, has moved the state on. Evaluating
+        with them would drop the counting of triggers they do not know yet."""
+        known = {trigger.id: trigger.updated_at for trigger in triggers}
+        return any(
+            tid not in known or known[tid] < version for tid, version in self._versions.items()
+        )
+
+    def forget(self, trigger_id: int) -> None:
+        """A trigger was deleted: its counting goes."""
+        self._counters.pop(trigger_id, None)
+        self._versions.pop(trigger_id, None)
+
     def _plan(self, triggers: Sequence[Trigger]) -> None:
-        key = tuple((t.id, t.updated_at, t.counting_since) for t in triggers if t.spec.enabled)
+        key = tuple((t.id, t.updated_at, t.counting_since, t.spec.enabled) for t in triggers)
         if key == self._plan_key:
             return
         self._plan_key = key
         plans: dict[int, _ClientPlan] = defaultdict(_ClientPlan)
-        counters: dict[int, _Counter] = {}
+        given = {trigger.id for trigger in triggers}
+        # Triggers these definitions do not show keep their counting until the stream says
+        # they were deleted (`forget`): the definitions may predate them.
+        counters = {tid: c for tid, c in self._counters.items() if tid not in given}
         for trigger in triggers:
+            self._versions[trigger.id] = max(
+                self._versions.get(trigger.id, 0.0), trigger.updated_at
+            )
             if not trigger.spec.enabled:
                 continue
             plan = plans[trigger.client_id]
@@ -207,7 +232,7 @@ class Evaluator:
             else:
                 plan.events[trigger.spec.condition].append(trigger)
         self.plans = dict(plans)
-        self._counters = counters  # deleted and disabled triggers' counting goes
+        self._counters = counters  # disabled triggers' counting goes
 
     def _counter(self, trigger: Trigger) -> _Counter:
         wanted = fingerprint(trigger)
@@ -255,6 +280,7 @@ class _Run:
     def __init__(self, evaluator: Evaluator) -> None:
         self.plans = evaluator.plans
         self.vulnerabilities = evaluator.vulnerabilities
+        self.forget = evaluator.forget
         self.clock = evaluator.clock
         self.firings: list[Firing] = []
         self._pending: dict[HitKey, int] = {}
@@ -323,6 +349,11 @@ class _Run:
     def _other(self, event: StreamItem) -> None:
         if event.type is EventType.VULN:
             self.vulnerabilities(event.client_id).report(event.facts)
+            return
+        if event.type is EventType.SYSTEM and event.facts.get("kind") == "trigger_deleted":
+            deleted = event.facts.get("trigger")
+            if isinstance(deleted, Mapping) and isinstance(deleted.get("id"), int):
+                self.forget(deleted["id"])
             return
         condition, values = _event_condition(event)
         plan = self.plans.get(event.client_id)

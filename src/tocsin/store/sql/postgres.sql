@@ -536,3 +536,14 @@ ORDER BY xid, id LIMIT $3;
 -- name: move_consumer
 UPDATE consumers SET position_xid = $2::text::xid8, position_id = $3, state = $4, updated_at = $5
 WHERE name = $1;
+
+-- name: insert_trigger_denylist
+-- A trigger's denylisting, unless an unexpired entry for every application has the address.
+INSERT INTO denylist (client_id, ip, reason, application, created_at, expire_at, created_by,
+                      trigger_id)
+SELECT $1, $2, $3, NULL, $4, $5, $6, $7
+WHERE NOT EXISTS (
+    SELECT 1 FROM denylist
+    WHERE client_id = $1 AND ip = $2 AND application IS NULL AND expire_at > $4
+)
+RETURNING id;

@@ -395,3 +395,8 @@ WHERE id > :position ORDER BY id LIMIT :limit;
 -- name: move_consumer
 UPDATE consumers SET position = :position, state = :state, updated_at = :now
 WHERE name = :name;
+
+-- name: insert_trigger_denylist
+INSERT INTO denylist (client_id, ip, reason, application, created_at, expire_at, created_by,
+                      trigger_id)
+VALUES (:client_id, :ip, :reason, NULL, :now, :expire_at, :created_by, :trigger_id);
