@@ -47,16 +47,17 @@ test: lint typecheck browser-deps vendor-check
 # inject axe-core from web/node_modules (npm ci from the committed lock).
 NODE_MODULES := web/node_modules/.package-lock.json
 $(NODE_MODULES): web/package.json web/package-lock.json
-	npm ci --prefix web --no-audit --no-fund
+	npm ci --prefix web --no-audit --no-fund --ignore-scripts
 	touch $(NODE_MODULES)
 
 browser-deps: $(NODE_MODULES)
 	command -v chromium >/dev/null || \
 	  (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 
-# htmx, pinned by web/package-lock.json, is committed in the package's static folder so that
-# `make serve` needs no npm: `vendor` copies it from the verified tarball, `vendor-check`
-# fails unless the committed copy is that file.
+# htmx (the console) and Swagger UI (/api/v1/docs), pinned by web/package-lock.json, are
+# committed in the package so that `make serve` needs no npm and the docs need no CDN:
+# `vendor` copies them from the verified tarballs, `vendor-check` fails unless the
+# committed copies are those files. npm runs no package's install scripts.
 vendor:
 	$(PYTHON) web/vendor.py copy
 

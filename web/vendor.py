@@ -1,10 +1,12 @@
-"""Copy htmx out of its npm package into the console's static folder, or check the copy.
+"""Copy browser assets out of their npm packages into the package, or check the copies.
 
 `python web/vendor.py copy` and `python web/vendor.py check` (make vendor, make vendor-check).
-Both fetch the tarball of the version pinned in web/package-lock.json with `npm pack`,
-verify it against the lock's sha512 integrity, and read dist/htmx.min.js from it: `copy`
-writes it to src/tocsin/web/static/, `check` fails unless the committed copy is that file
-byte for byte. The copy is committed, so `make serve` needs no npm.
+Both fetch the tarball of each version pinned in web/package-lock.json with `npm pack`,
+verify it against the lock's sha512 integrity, and read the files named in VENDORED from
+it: htmx for the console (src/tocsin/web/static/), Swagger UI for /api/v1/docs
+(src/tocsin/api/docs_assets/). `copy` writes them, `check` fails unless every committed
+copy is that file byte for byte. The copies are committed, so `make serve` needs no npm
+and the API docs load without internet.
 """
 
 from __future__ import annotations
@@ -20,24 +22,33 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "web" / "package-lock.json"
-PACKAGE = "htmx.org"
-MEMBER = "package/dist/htmx.min.js"
-COPY = ROOT / "src" / "tocsin" / "web" / "static" / "htmx.min.js"
+PACKAGE_ROOT = ROOT / "src" / "tocsin"
+SWAGGER = PACKAGE_ROOT / "api" / "docs_assets"
+# npm package -> (file in its tarball, committed copy)
+VENDORED = {
+    "htmx.org": [("package/dist/htmx.min.js", PACKAGE_ROOT / "web" / "static" / "htmx.min.js")],
+    "swagger-ui-dist": [
+        ("package/swagger-ui-bundle.js", SWAGGER / "swagger-ui-bundle.js"),
+        ("package/swagger-ui.css", SWAGGER / "swagger-ui.css"),
+        ("package/favicon-32x32.png", SWAGGER / "favicon-32x32.png"),
+        ("package/LICENSE", SWAGGER / "LICENSE"),
+    ],
+}
 
 
-def pinned() -> tuple[str, str]:
-    """The version and integrity (`sha512-<base64>`) the lock pins for htmx."""
-    entry = json.loads(LOCK.read_text())["packages"][f"node_modules/{PACKAGE}"]
+def pinned(package: str) -> tuple[str, str]:
+    """The version and integrity (`sha512-<base64>`) the lock pins for a package."""
+    entry = json.loads(LOCK.read_text())["packages"][f"node_modules/{package}"]
     return entry["version"], entry["integrity"]
 
 
-def verified_file() -> bytes:
-    """dist/htmx.min.js from the pinned tarball, once its digest matches the lock."""
-    version, integrity = pinned()
+def verified_files(package: str, members: list[str]) -> list[bytes]:
+    """Those files of the pinned tarball, once its digest matches the lock."""
+    version, integrity = pinned(package)
     algorithm, _, expected = integrity.partition("-")
     with tempfile.TemporaryDirectory() as folder:
         done = subprocess.run(
-            ["npm", "pack", f"{PACKAGE}@{version}", "--pack-destination", folder, "--silent"],
+            ["npm", "pack", f"{package}@{version}", "--pack-destination", folder, "--silent"],
             check=True,
             capture_output=True,
             text=True,
@@ -48,25 +59,33 @@ def verified_file() -> bytes:
         if digest != expected:
             sys.exit(f"{tarball.name}: {algorithm} {digest} is not the lock's {expected}")
         with tarfile.open(tarball) as archive:
-            member = archive.extractfile(MEMBER)
-            if member is None:
-                sys.exit(f"{tarball.name} holds no {MEMBER}")
-            return member.read()
+            return [read(archive, tarball.name, member) for member in members]
+
+
+def read(archive: tarfile.TarFile, name: str, member: str) -> bytes:
+    found = archive.extractfile(member)
+    if found is None:
+        sys.exit(f"{name} holds no {member}")
+    return found.read()
 
 
 def main(command: str) -> None:
-    version, _ = pinned()
-    wanted = verified_file()
-    if command == "copy":
-        COPY.write_bytes(wanted)
-        print(f"copied {PACKAGE} {version} dist/htmx.min.js to {COPY.relative_to(ROOT)}")
-    elif not COPY.exists() or COPY.read_bytes() != wanted:
-        sys.exit(
-            f"{COPY.relative_to(ROOT)} is not {PACKAGE} {version}'s dist/htmx.min.js "
-            "as pinned in web/package-lock.json: run `make vendor`"
-        )
-    else:
-        print(f"{COPY.relative_to(ROOT)} is {PACKAGE} {version} as the lock pins it")
+    stale = []
+    for package, files in VENDORED.items():
+        version, _ = pinned(package)
+        wanted = verified_files(package, [member for member, _ in files])
+        for (member, copy), content in zip(files, wanted, strict=True):
+            where = copy.relative_to(ROOT)
+            if command == "copy":
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                copy.write_bytes(content)
+                print(f"copied {package} {version} {member} to {where}")
+            elif not copy.exists() or copy.read_bytes() != content:
+                stale.append(f"{where} is not {package} {version}'s {member}")
+            else:
+                print(f"{where} is {package} {version} as the lock pins it")
+    if stale:
+        sys.exit("; ".join(stale) + " as pinned in web/package-lock.json: run `make vendor`")
 
 
 if __name__ == "__main__":

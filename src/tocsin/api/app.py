@@ -14,6 +14,7 @@ from tocsin.api import (
     clients,
     deliveries,
     denylist,
+    docs,
     errors,
     ingest,
     integrations,
@@ -48,7 +49,7 @@ def create_app(runtime: Tocsin, *, manage_lifecycle: bool = False) -> FastAPI:
         title="tocsin",
         version=__version__,
         openapi_url="/api/v1/openapi.json",
-        docs_url="/api/v1/docs",
+        docs_url=None,  # served from the package by docs.install, not from a CDN
         redoc_url=None,
         lifespan=lifespan,
     )
@@ -69,6 +70,7 @@ def create_app(runtime: Tocsin, *, manage_lifecycle: bool = False) -> FastAPI:
     app.include_router(api)
     app.include_router(operators)
     app.include_router(health)
+    docs.install(app, "/api/v1/openapi.json")
     web.install(app, runtime.context)
     app.router.routes[:0] = ingest.DIRECT_ROUTES  # sensors' hot path, ahead of FastAPI's
     return app
