@@ -355,7 +355,7 @@ async def test_a_dispatcher_delivers_what_another_process_ingested_without_polli
         await asyncio.sleep(0.3)  # the worker has claimed nothing and is waiting
 
         started = time.monotonic()
-        await api_side.ingest(client, [event(1)])
+        await api_side.store.ingest(client.id, [event(1)], T0)  # another process ingests
         assert await receiver.until(lambda r: len(r.requests) == 1, within=10)
         assert time.monotonic() - started < 5
     finally:
