@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import signal
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -27,6 +26,7 @@ from tocsin.tools.listen import listen
 from tocsin.tools.options import OneLineErrors as _OneLineErrors
 from tocsin.tools.options import guard as _guard
 from tocsin.tools.options import opt as _opt
+from tocsin.tools.options import until_signalled
 from tocsin.tools.report import report
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -406,7 +406,7 @@ async def _dispatch(settings: Settings, metrics_at: tuple[str, int | None]) -> N
         if port is not None:
             metrics_site = await _serve_metrics(runtime, host, port)
             click.echo(f"metrics on http://{host}:{port}/metrics", err=True)
-        await _until_signalled()
+        await until_signalled()
     finally:
         if metrics_site is not None:
             await metrics_site.cleanup()
@@ -429,15 +429,6 @@ async def _serve_metrics(runtime: Any, host: str, port: int) -> Any:
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner
-
-
-async def _until_signalled() -> None:
-    """Return on SIGINT or SIGTERM: requests in flight then finish and are recorded."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for number in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(number, stop.set)
-    await stop.wait()
 
 
 main.add_command(demo)

@@ -73,3 +73,13 @@ async def test_results_come_back_in_order_of_their_calls(tmp_path: Path, count: 
     assert [client.name for client in made] == [f"c{n}" for n in range(count)]
     assert len({client.id for client in made}) == count
     await store.close()
+
+
+async def test_a_call_after_close_fails_at_once_instead_of_waiting_forever(
+    tmp_path: Path,
+) -> None:
+    store = await opened(tmp_path / "t.db")
+    await store.close()
+    async with asyncio.timeout(5):  # before the fix, the call waited for a thread that had ended
+        with pytest.raises(StoreError, match="is closed"):
+            await store.list_clients()

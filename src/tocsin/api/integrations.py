@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Response
 from pydantic import ValidationError
 
 from tocsin.api.deps import Ctx, JsonRoute, Manager, Operator, Reader
-from tocsin.api.errors import ApiError, field_of
+from tocsin.api.errors import invalid
 from tocsin.api.schemas import IntegrationIn, IntegrationOut, TestResult, settings_dict
 from tocsin.app import integrations
 from tocsin.models import AttemptOutcome
@@ -63,12 +63,7 @@ async def patch(
     try:
         body = IntegrationIn.model_validate(merged)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = field_of(first["loc"])
-        message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
-        raise ApiError(
-            422, "invalid", f"{field}: {message.removeprefix('Value error, ')}", field
-        ) from exc
+        raise invalid(exc.errors()) from exc
     saved = await integrations.update_integration(ctx, caller, integration_id, body.to_settings())
     return IntegrationOut.of(saved)
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Response
 from pydantic import ValidationError
 
 from tocsin.api.deps import Ctx, JsonRoute, Manager, Reader
-from tocsin.api.errors import ApiError, field_of
+from tocsin.api.errors import invalid
 from tocsin.api.schemas import TriggerIn, TriggerOut
 from tocsin.app import triggers
 
@@ -49,12 +49,7 @@ async def patch(
     try:
         body = TriggerIn.model_validate(current.spec.as_dict() | changes)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = field_of(first["loc"])
-        message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
-        raise ApiError(
-            422, "invalid", f"{field}: {message.removeprefix('Value error, ')}", field
-        ) from exc
+        raise invalid(exc.errors()) from exc
     return TriggerOut.of(await triggers.update_trigger(ctx, caller, trigger_id, body.to_spec()))
 
 

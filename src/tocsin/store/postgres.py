@@ -122,6 +122,7 @@ class PostgresStore:
         self._listener: asyncpg.Connection[asyncpg.Record] | None = None
         self._work = asyncio.Event()
         self._pruned_at = -math.inf
+        self._consumers: set[str] = set()  # stream consumers whose row is known to exist
 
     # plumbing -------------------------------------------------------------
 
@@ -815,7 +816,9 @@ class PostgresStore:
     async def consume(
         self, consumer: str, handle: Handler, *, limit: int, now: float
     ) -> int | None:
-        await self._tx(lambda conn: conn.execute(Q["add_consumer"], consumer))
+        if consumer not in self._consumers:  # its row, made once (a transaction of its own)
+            await self._tx(lambda conn: conn.execute(Q["add_consumer"], consumer))
+            self._consumers.add(consumer)
 
         async def tx(conn: Conn) -> int | None:
             taken = await conn.fetchrow(Q["take_consumer"], consumer)

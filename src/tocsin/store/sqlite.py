@@ -86,6 +86,7 @@ class SqliteStore:
         self._sampler = sampling.Sampler()  # one process per SQLite file: windows in memory
         self._conn: sqlite3.Connection | None = None
         self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._closed = False  # set by close(): later calls fail instead of waiting forever
         self._thread = threading.Thread(target=self._serve, name="tocsin-sqlite", daemon=True)
         self._thread.start()
 
@@ -98,6 +99,8 @@ class SqliteStore:
         Future chained to it, whose reference cycle would keep a claim's request bodies
         alive until the garbage collector's next full pass.
         """
+        if self._closed:
+            raise StoreError(f"the SQLite store of {self._path} is closed")
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[T] = loop.create_future()
         self._queue.put((fn, loop, waiter))
@@ -186,6 +189,7 @@ class SqliteStore:
 
     async def close(self) -> None:
         """Commit what is queued, close the database and end the store's thread."""
+        self._closed = True  # what is queued before the None below is still served
         if self._thread.is_alive():
             self._queue.put(None)
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join)

@@ -15,7 +15,6 @@ import ipaddress
 import logging
 import secrets
 import shutil
-import signal
 import socket
 import tempfile
 import threading
@@ -35,7 +34,7 @@ from tocsin.receiver import Receiver
 from tocsin.store import open_store
 from tocsin.tools.examine import verifiers
 from tocsin.tools.listen import Listener, Seen, as_json, describe
-from tocsin.tools.options import opt
+from tocsin.tools.options import opt, until_signalled
 from tocsin.tools.privateca import private_ca
 
 STOP_WITHIN = 4.0  # seconds the shutdown may take, inside the 5 s a person waits at most
@@ -220,14 +219,6 @@ async def _started(server: uvicorn.Server) -> None:
         await asyncio.sleep(0.02)
 
 
-async def _until_signalled() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for number in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(number, stop.set)
-    await stop.wait()
-
-
 async def run_demo(workdir: Path, port: int, *, json_lines: bool) -> None:
     from tocsin.api import create_app  # noqa: PLC0415 - the app's imports are heavy
     from tocsin.service import Tocsin  # noqa: PLC0415
@@ -251,7 +242,7 @@ async def run_demo(workdir: Path, port: int, *, json_lines: bool) -> None:
         async with aiohttp.ClientSession() as session:
             await set_up(Api(session, base, token), receiver, listener, authority.ca_pem)
         _tell(Demo(console=base + "/", token=token, workdir=workdir))
-        await _until_signalled()
+        await until_signalled()
         server.should_exit = True
         await asyncio.wait_for(serving, STOP_WITHIN)
     finally:

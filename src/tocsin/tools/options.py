@@ -1,8 +1,10 @@
-"""What every tocsin command shares: flags with their TOCSIN_* twin shown in --help, and
-errors as one line."""
+"""What every tocsin command shares: flags with their TOCSIN_* twin shown in --help,
+errors as one line, and running until Ctrl-C."""
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -48,3 +50,12 @@ class OneLineErrors(click.Group):
         except click.exceptions.Abort:
             click.echo("tocsin: aborted", err=True)
             sys.exit(1)
+
+
+async def until_signalled() -> None:
+    """Return on SIGINT or SIGTERM (the caller then stops what it runs, in order)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(number, stop.set)
+    await stop.wait()

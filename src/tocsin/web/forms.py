@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from tocsin.api.errors import field_of
+from tocsin.api.errors import described
 from tocsin.api.schemas import IntegrationIn
 from tocsin.models import ALL_RISK_LEVELS, BodyFormat, WebhookSettings
 from tocsin.roles import MASK
@@ -190,7 +190,8 @@ def validated(
     except ValidationError as exc:
         errors: dict[str, str] = {}
         for error in exc.errors():
-            name = field_of(("body", *error["loc"])) or fields[0]
+            found, message = described({**error, "loc": ("body", *error["loc"])})
+            name = found or fields[0]
             where = next(
                 (
                     known
@@ -199,6 +200,5 @@ def validated(
                 ),
                 fields[0],
             )
-            message = str(error["msg"]).removeprefix("Value error, ")
             errors.setdefault(where, _plain(where, message))
         return None, errors
